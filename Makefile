@@ -1,0 +1,38 @@
+# Two entry points: `make demo` and `make test`. Both set up .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SHARED ?= ../shared
+# torch is pinned here (a CPU build on this machine's disk); the package metadata keeps a range.
+TORCH_PIN := torch==2.13.0
+
+.PHONY: setup demo test test-slow lint clean
+
+$(BIN)/activate:
+	$(PY) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml $(BIN)/activate
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_PIN)"
+	$(BIN)/pip install -q -e ".[text,tables,dev]" "$(TORCH_PIN)"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/amalgamator demo --out demo-out
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+	@if [ -d "$(SHARED)/contract" ]; then $(BIN)/python -m pytest -q -p no:cacheprovider $(SHARED)/contract; \
+	else echo "note: $(SHARED)/contract not found; contract tests skipped"; fi
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow tests
+
+lint: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache

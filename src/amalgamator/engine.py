@@ -1,0 +1,229 @@
+"""The one training loop, on Hugging Face Accelerate, shared by every method.
+
+Determinism: the data order comes from Accelerate's seedable sampler (``data_seed`` = the
+run's seed, advanced with ``set_epoch``), and every epoch reseeds the global RNGs with
+``seed + epoch`` before it starts. An epoch therefore depends only on the weights and
+optimiser state at its start, which is exactly what a checkpoint holds: resuming after
+epoch k gives bit-identical weights to an uninterrupted run (on CPU).
+
+Checkpoints (one per epoch, ``out/checkpoints/epoch-KKK/``): ``model.safetensors``
+(student network and method modules), ``optimizer.pt`` and ``scheduler.pt`` (plain
+tensors and numbers, read back with ``torch.load(weights_only=True)``) and ``state.json``.
+Multi-process or multi-GPU training needs only ``accelerate launch``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, Dataset
+
+from . import progress
+from .errors import AmalgamatorError
+from .methods.base import Method, StudentOutput
+
+
+@dataclass
+class TrainConfig:
+    """Training options with defaults that work for small students on CPU."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    warmup: float = 0.0  # fraction of steps with linear warm-up, then cosine decay to 0
+    grad_clip: float | None = 5.0
+    progress: bool | None = None
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise AmalgamatorError(f"epochs must be at least 1, got {self.epochs}.")
+        if self.batch_size < 1:
+            raise AmalgamatorError(f"batch_size must be at least 1, got {self.batch_size}.")
+        if not self.lr > 0:
+            raise AmalgamatorError(f"lr must be positive, got {self.lr}.")
+
+
+@dataclass
+class History:
+    """Per-epoch mean loss and seconds; ``resumed_from`` is the epoch a resume started after."""
+
+    loss: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    resumed_from: int | None = None
+
+    @property
+    def train_seconds(self) -> float:
+        return float(sum(self.seconds))
+
+
+class _Rows(Dataset):
+    """Training rows: featurized inputs plus the method's per-row targets."""
+
+    def __init__(self, x: torch.Tensor, targets: dict[str, torch.Tensor], rows: np.ndarray):
+        self.x, self.targets, self.rows = x, targets, torch.as_tensor(rows, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        r = self.rows[i]
+        item = {"x": self.x[r], "index": r}
+        item.update({k: v[r] for k, v in self.targets.items()})
+        return item
+
+
+class _Trainable(nn.Module):
+    """The student network and the method's extra modules, trained (and saved) together."""
+
+    def __init__(self, network: nn.Module, extra: nn.Module | None):
+        super().__init__()
+        self.network = network
+        self.extra = extra if extra is not None else nn.Module()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.network.forward_features(x)
+
+
+def _fingerprint(cfg: TrainConfig, method: Method, x: torch.Tensor, rows: np.ndarray) -> str:
+    """Identity of a run, so that --resume refuses checkpoints made with other settings."""
+    h = hashlib.sha256()
+    settings = {k: v for k, v in asdict(cfg).items() if k != "progress"}
+    h.update(json.dumps([settings, method.name, method.options], sort_keys=True, default=str).encode())
+    h.update(f"{tuple(x.shape)}".encode())
+    h.update(x[: min(len(x), 256)].contiguous().numpy().tobytes())
+    h.update(np.asarray(rows).tobytes())
+    return h.hexdigest()[:24]
+
+
+def _lr_lambda(total: int, warmup: float):
+    warm = int(total * warmup)
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress_ = (step - warm) / max(1, total - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress_)))
+
+    return f
+
+
+def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    done = sorted(p for p in ckpt_dir.glob("epoch-*") if (p / "state.json").exists())
+    return done[-1] if done else None
+
+
+def fit(
+    network: nn.Module,
+    method: Method,
+    x: torch.Tensor,
+    targets: dict[str, torch.Tensor],
+    rows: np.ndarray,
+    cfg: TrainConfig,
+    out: Path | None = None,
+    resume: bool = False,
+) -> History:
+    """Train ``network`` (and ``method.modules()``) on ``rows`` of ``x`` with ``method.loss``."""
+    cfg.validate()
+    if len(rows) == 0:
+        raise AmalgamatorError(f"method {method.name!r} has no rows to train on; give it data (or labels).")
+    run_id = _fingerprint(cfg, method, x, rows)
+    accelerator = Accelerator(
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
+        step_scheduler_with_optimizer=False,
+    )
+    set_seed(cfg.seed)
+    model = _Trainable(network, method.modules())
+    loader = DataLoader(_Rows(x, targets, rows), batch_size=cfg.batch_size, shuffle=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total_steps = cfg.epochs * len(loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, cfg.warmup))
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+
+    history = History()
+    start = 0
+    ckpt_dir = out / "checkpoints" if out is not None else None
+    if resume:
+        if ckpt_dir is None:
+            raise AmalgamatorError("--resume needs --out: the folder whose checkpoints to continue from.")
+        last = _latest_checkpoint(ckpt_dir)
+        if last is not None:
+            start, history = _load_checkpoint(last, accelerator, model, optimizer, scheduler, run_id)
+            history.resumed_from = start
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        set_seed(cfg.seed + epoch)
+        loader.set_epoch(epoch)
+        model.train()
+        total, count = 0.0, 0
+        with progress.bar(f"epoch {epoch + 1}/{cfg.epochs}", len(loader), cfg.progress) as advance:
+            for step, batch in enumerate(loader):
+                logits, feats = model(batch["x"])
+                loss = method.loss(batch, StudentOutput(logits, feats))
+                if not torch.isfinite(loss):
+                    raise AmalgamatorError(
+                        f"the {method.name!r} loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                        "lower the learning rate (lr=) or check the teachers' outputs."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(loss)
+                if cfg.grad_clip:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                total += loss.item() * len(batch["x"])
+                count += len(batch["x"])
+                advance(loss=total / count)
+        history.loss.append(total / max(count, 1))
+        history.seconds.append(time.perf_counter() - t0)
+        if ckpt_dir is not None:
+            _save_checkpoint(ckpt_dir, epoch, accelerator, model, optimizer, scheduler, run_id, history)
+    accelerator.wait_for_everyone()
+    trained = accelerator.unwrap_model(model)
+    network.load_state_dict(trained.network.state_dict())
+    network.eval()
+    return history
+
+
+def _save_checkpoint(ckpt_dir, epoch, accelerator, model, optimizer, scheduler, run_id, history) -> None:
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return
+    path = ckpt_dir / f"epoch-{epoch + 1:03d}"
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+    save_file(state, str(path / "model.safetensors"))
+    accelerator.save(optimizer.state_dict(), path / "optimizer.pt")
+    accelerator.save(scheduler.state_dict(), path / "scheduler.pt")
+    meta = {"epoch": epoch + 1, "run": run_id, "loss": history.loss, "seconds": history.seconds}
+    (path / "state.json").write_text(json.dumps(meta, indent=1))  # written last: marks the checkpoint complete
+
+
+def _load_checkpoint(path, accelerator, model, optimizer, scheduler, run_id) -> tuple[int, History]:
+    try:
+        meta = json.loads((path / "state.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AmalgamatorError(
+            f"checkpoint {path} is unreadable ({exc}); delete it to resume from the one before."
+        ) from None
+    if meta.get("run") != run_id:
+        raise AmalgamatorError(
+            f"checkpoint {path} was made by a run with other settings or data; "
+            "resume with the same recipe, or use a fresh --out."
+        )
+    accelerator.unwrap_model(model).load_state_dict(load_file(str(path / "model.safetensors")))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True, map_location="cpu"))
+    return int(meta["epoch"]), History(loss=list(meta["loss"]), seconds=list(meta["seconds"]))

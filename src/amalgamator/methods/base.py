@@ -1,0 +1,173 @@
+"""The uniform surface every amalgamation method has, and the registry that names them.
+
+A method is a small class:
+
+- ``pieces(teacher)``: which stored teacher outputs it needs (logits, feature taps, MC stats);
+- ``prepare(ctx)``: computes per-example training targets once from those outputs;
+- ``modules()``: any extra trainable parts (adaptors, extractors), trained with the student;
+- ``loss(batch, out)``: the training loss for a batch given the student's output.
+
+The engine drives every method the same way and knows nothing about any of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..data import Inputs
+from ..errors import MethodError, suggest
+from ..labels import LabelSpace, owner_mask
+from ..store import LOGITS
+from ..teachers import Teacher
+
+REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: make a method available by its ``name``."""
+    if cls.name in REGISTRY:
+        raise RuntimeError(f"method name {cls.name!r} registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> type[Method]:
+    """The method class registered under ``name``; unknown names suggest close matches."""
+    if name not in REGISTRY:
+        raise MethodError(
+            f"unknown method {name!r}.{suggest(name, REGISTRY)} Run `amalgamator methods` for the list: "
+            f"{', '.join(sorted(REGISTRY))}."
+        )
+    return REGISTRY[name]
+
+
+@dataclass
+class StudentOutput:
+    """What the student produced for a batch: union logits and its penultimate feature."""
+
+    logits: torch.Tensor
+    features: torch.Tensor
+
+
+@dataclass
+class Context:
+    """Everything ``prepare`` may read. Rows are the training rows: unlabeled data, then labeled."""
+
+    teachers: list[Teacher]
+    union: LabelSpace
+    outputs: list[dict[str, torch.Tensor]]
+    inputs: Inputs
+    y: torch.Tensor  # union index per row, -1 where the row is unlabeled
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spaces(self) -> list[LabelSpace]:
+        return [t.labels for t in self.teachers]
+
+    @property
+    def owners(self) -> torch.Tensor:
+        """(n_teachers, n_union) bool: which teacher names which union label."""
+        return torch.as_tensor(owner_mask(self.union, self.spaces))
+
+    def positions(self, i: int) -> torch.Tensor:
+        """Union indices of teacher ``i``'s labels, in the teacher's own order."""
+        return torch.as_tensor(self.union.positions(self.teachers[i].labels))
+
+    def logits(self, i: int) -> torch.Tensor:
+        return self.outputs[i][LOGITS]
+
+    @property
+    def labeled(self) -> torch.Tensor:
+        return self.y >= 0
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+class Method:
+    """Base class. Subclasses set the class attributes and override what they need."""
+
+    name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    family: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    #: "never", "optional" or "required": whether the method uses labeled rows.
+    uses_labels: ClassVar[str] = "never"
+    #: False for reference rows that produce no student (the ensemble).
+    trains: ClassVar[bool] = True
+    #: options and their defaults; ``__init__`` rejects anything else by name.
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **options: Any):
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            hint = suggest(unknown[0], self.defaults)
+            raise MethodError(
+                f"method {self.name!r} has no option {unknown[0]!r}.{hint} "
+                f"Its options: {sorted(self.defaults) or 'none'}."
+            )
+        self.options = {**self.defaults, **options}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.options})"
+
+    def pieces(self, teacher: Teacher) -> list[str]:
+        return [LOGITS]
+
+    def validate(self, teachers: list[Teacher]) -> None:
+        """Refuse teachers this method cannot use, with an actionable message."""
+        bad = [t.name for t in teachers if t.kind != "multiclass"]
+        if bad and self.family.startswith("A"):
+            raise MethodError(f"method {self.name!r} amalgamates multiclass teachers; {bad} are not multiclass.")
+
+    def prepare(self, ctx: Context) -> dict[str, torch.Tensor]:
+        """Per-row tensors the loss needs (first dimension = number of training rows)."""
+        return {}
+
+    def train_rows(self, ctx: Context) -> np.ndarray:
+        """Indices of the rows to train on (default: all)."""
+        return np.arange(len(ctx))
+
+    def modules(self) -> nn.Module | None:
+        return None
+
+    def loss(self, batch: dict[str, torch.Tensor], out: StudentOutput) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def soft_cross_entropy(target: torch.Tensor, logits: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over rows of −Σ_j target_j log softmax(logits)_j, optionally weighted per row.
+
+    Equal to KL(target ‖ softmax(logits)) up to the target's entropy, a constant.
+    """
+    per_row = -(target * logits.log_softmax(-1)).sum(-1)
+    if weight is not None:
+        per_row = per_row * weight
+    return per_row.mean()
+
+
+def union_logits(ctx: Context, reduce: str = "mean") -> torch.Tensor:
+    """Teacher logits placed in union order, (rows, n_union).
+
+    A label named by several teachers gets the ``mean`` (KD, SPEC Family A) or the ``max``
+    (ensemble) of their logits. Every union label is named by some teacher, so no column
+    is left empty.
+    """
+    n, c = len(ctx), len(ctx.union)
+    total = torch.zeros(n, c)
+    count = torch.zeros(c)
+    best = torch.full((n, c), -torch.inf)
+    for i in range(len(ctx.teachers)):
+        pos = ctx.positions(i)
+        lg = ctx.logits(i)
+        total[:, pos] += lg
+        count[pos] += 1
+        best[:, pos] = torch.maximum(best[:, pos], lg)
+    if reduce == "max":
+        return best
+    return total / count

@@ -1,0 +1,96 @@
+"""Student and teacher architectures, and the presets a user can name as ``student="..."``.
+
+A preset builder turns training inputs and options into ``(featurizer, backbone,
+resolved_options)``. The resolved options are saved in ``student.json``, so the same
+builder rebuilds the architecture on load without seeing any data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch.nn as nn
+
+from ..data import Inputs
+from ..errors import DataError
+from .cnn import SmallCNN
+from .featurize import FEATURIZERS, Featurizer, Identity
+from .mlp import MLP
+
+Builder = Callable[[Inputs | None, dict[str, Any], Featurizer | None], tuple[Featurizer, nn.Module, dict[str, Any]]]
+PRESETS: dict[str, Builder] = {}
+
+
+def preset(name: str) -> Callable[[Builder], Builder]:
+    def deco(fn: Builder) -> Builder:
+        PRESETS[name] = fn
+        return fn
+
+    return deco
+
+
+def _numeric(inputs: Inputs | None, preset_name: str) -> None:
+    if inputs is not None and inputs.is_text:
+        raise DataError(
+            f"student preset {preset_name!r} reads numeric arrays but the data is text; use student='text'."
+        )
+
+
+@preset("mlp")
+def _mlp(inputs, options, featurizer):
+    _numeric(inputs, "mlp")
+    opts = {"hidden": [256, 256], "dropout": 0.1, **options}
+    if "in_dim" not in opts:
+        opts["in_dim"] = int(math.prod(inputs.shape[1:]))
+    feat = featurizer or Identity()
+    return feat, MLP(opts["in_dim"], opts["hidden"], opts["dropout"]), opts
+
+
+def image_shape(shape: tuple[int, ...]) -> list[int]:
+    """(C, H, W) for rows of a given shape: flat squares, (H, W) or (C, H, W)."""
+    row = shape[1:]
+    if len(row) == 1:
+        side = math.isqrt(row[0])
+        if side * side != row[0]:
+            raise DataError(
+                f"the cnn student needs images; rows have {row[0]} values, not a square. "
+                "Reshape to (n, C, H, W) or pass student_options={'image_shape': [C, H, W]}."
+            )
+        return [1, side, side]
+    if len(row) == 2:
+        return [1, *row]
+    if len(row) == 3:
+        return list(row)
+    raise DataError(f"the cnn student needs (n, C, H, W) images; got rows of shape {row}.")
+
+
+@preset("cnn")
+def _cnn(inputs, options, featurizer):
+    _numeric(inputs, "cnn")
+    opts = {"width": 32, "out_dim": 128, "dropout": 0.1, **options}
+    if "image_shape" not in opts:
+        opts["image_shape"] = image_shape(inputs.shape)
+    feat = featurizer or Identity(opts["image_shape"])
+    return feat, SmallCNN(opts["image_shape"][0], opts["width"], opts["out_dim"], opts["dropout"]), opts
+
+
+@preset("text")
+def _text(inputs, options, featurizer):
+    from .text import text_preset
+
+    return text_preset(inputs, options, featurizer)
+
+
+def build(
+    name: str, inputs: Inputs | None, options: dict[str, Any] | None = None, featurizer: Featurizer | None = None
+):
+    if name not in PRESETS:
+        from ..errors import MethodError, suggest
+
+        raise MethodError(f"unknown student preset {name!r}; presets are {sorted(PRESETS)}.{suggest(name, PRESETS)}")
+    return PRESETS[name](inputs, dict(options or {}), featurizer)
+
+
+__all__ = ["FEATURIZERS", "Featurizer", "Identity", "MLP", "PRESETS", "SmallCNN", "build", "image_shape"]

@@ -1,0 +1,54 @@
+"""Progress display and the library's console, on rich.
+
+Bars go to stderr and vanish when done, and are drawn only on a terminal, so they never
+pollute logs; ``AMALGAMATOR_QUIET=1`` silences them, ``progress=True`` forces them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+console = Console(stderr=True)
+
+
+def enabled(flag: bool | None = None) -> bool:
+    if flag is not None:
+        return flag
+    return os.environ.get("AMALGAMATOR_QUIET", "") in ("", "0") and console.is_terminal
+
+
+@contextlib.contextmanager
+def bar(description: str, total: int, show: bool | None = None) -> Iterator[callable]:
+    """Yield ``advance(n=1, **fields)``; draws a transient bar when progress is enabled."""
+    if not enabled(show):
+        yield lambda n=1, **fields: None
+        return
+    prog = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        transient=True,
+    )
+    with prog:
+        task = prog.add_task(description, total=total, info="")
+
+        def advance(n: int = 1, **fields) -> None:
+            info = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+            prog.update(task, advance=n, info=info)
+
+        yield advance
+
+
+def warn(message: str) -> None:
+    """A one-line warning on stderr (also sent through ``warnings`` so tests can catch it)."""
+    import warnings
+
+    warnings.warn(message, UserWarning, stacklevel=3)

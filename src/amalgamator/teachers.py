@@ -1,0 +1,237 @@
+"""Teachers: frozen pre-trained models that return logits over their own label names.
+
+A Teacher wraps any ``nn.Module``. It never trains: its parameters are frozen and it
+runs in eval mode, except that Monte-Carlo dropout passes switch *only* the dropout
+modules to train mode (batch-norm keeps its running statistics). Intermediate features
+are read by forward hooks on module paths such as ``"body.3"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .data import Batch
+from .errors import TeacherError
+from .labels import LabelSpace
+
+#: Kinds of teacher output. Only ``multiclass`` has methods so far; the others are
+#: accepted so that later families (multi-label, multi-task, chains, embeddings) plug in.
+KINDS = ("multiclass", "multilabel", "multitask", "chain", "embedding")
+
+_DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+def _first_line(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {msg[0] if msg else ''}"[:300]
+
+
+def _logits_of(out: Any) -> torch.Tensor:
+    """Pull the logits tensor out of whatever a model returns (tensor, HF output, tuple)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if hasattr(out, "logits"):
+        return out.logits
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    if isinstance(out, dict) and "logits" in out:
+        return out["logits"]
+    raise TeacherError(f"the model returned {type(out).__name__}; a teacher must return a logits tensor.")
+
+
+def _feature_of(out: Any) -> torch.Tensor:
+    if isinstance(out, torch.Tensor):
+        return out
+    if hasattr(out, "last_hidden_state"):
+        return out.last_hidden_state
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    raise TeacherError(f"a feature tap returned {type(out).__name__}, not a tensor.")
+
+
+class Teacher:
+    """A frozen pre-trained model plus the names of the labels its outputs stand for.
+
+    Args:
+        model: returns logits of shape (n, len(labels)) for a batch.
+        labels: label names, one per output, in output order.
+        name: shown in tables and errors; defaults to ``teacher<k>``.
+        kind: one of :data:`KINDS`.
+        features: module path(s) whose outputs methods such as CFL/DFA need.
+        preprocess: maps a raw batch (tensor or list of str) to the model's input
+            (a tensor, or a dict of keyword tensors, e.g. a tokenizer's output).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        labels: Sequence[str],
+        name: str | None = None,
+        kind: str = "multiclass",
+        features: str | Sequence[str] | None = None,
+        preprocess: Callable[[Batch], Any] | None = None,
+    ):
+        if not isinstance(model, nn.Module):
+            raise TeacherError(f"teacher {name!r}: model must be a torch.nn.Module, not {type(model).__name__}.")
+        self.name = str(name) if name is not None else f"teacher@{id(self):x}"
+        if kind not in KINDS:
+            raise TeacherError(f"teacher {self.name!r}: kind {kind!r} is unknown; use one of {list(KINDS)}.")
+        self.kind = kind
+        self.labels = LabelSpace(labels, owner=f"teacher {self.name!r}'s label list")
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.features: list[str] = [features] if isinstance(features, str) else list(features or [])
+        for path in self.features:
+            self._module_at(path)
+        self.preprocess = preprocess
+        self._fp: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Teacher(name={self.name!r}, kind={self.kind!r}, labels={len(self.labels)})"
+
+    # Structure ------------------------------------------------------------
+    def _module_at(self, path: str) -> nn.Module:
+        try:
+            return self.model.get_submodule(path)
+        except AttributeError:
+            names = [n for n, _ in self.model.named_modules() if n][:20]
+            raise TeacherError(
+                f"teacher {self.name!r} has no module at path {path!r}; available paths include {names}."
+            ) from None
+
+    @property
+    def has_dropout(self) -> bool:
+        return any(isinstance(m, _DROPOUT_TYPES) for m in self.model.modules())
+
+    # Running ---------------------------------------------------------------
+    def _forward(self, batch: Batch) -> torch.Tensor:
+        inp = self.preprocess(batch) if self.preprocess is not None else batch
+        try:
+            out = self.model(**inp) if isinstance(inp, dict) else self.model(inp)
+        except TeacherError:
+            raise
+        except Exception as exc:  # the model's own complaint, shortened to one line
+            shape = len(batch) if isinstance(batch, list) else tuple(batch.shape)
+            raise TeacherError(
+                f"teacher {self.name!r} rejected a batch of shape {shape} ({_first_line(exc)}); "
+                "give data in the layout the teacher was trained on, or pass preprocess= to reshape it."
+            ) from None
+        logits = _logits_of(out)
+        self._check_logits(logits, len(batch))
+        return logits.float()
+
+    def _check_logits(self, logits: torch.Tensor, n: int) -> None:
+        if logits.ndim != 2 or logits.shape[0] != n:
+            raise TeacherError(
+                f"teacher {self.name!r} returned logits of shape {tuple(logits.shape)} for {n} examples; "
+                f"expected ({n}, {len(self.labels)})."
+            )
+        if logits.shape[1] != len(self.labels):
+            raise TeacherError(
+                f"teacher {self.name!r} returns {logits.shape[1]} logits per example but has "
+                f"{len(self.labels)} labels; give exactly one label name per output."
+            )
+
+    @torch.no_grad()
+    def run(self, batch: Batch, features: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Eval-mode logits for a batch, and the outputs of the feature taps if asked."""
+        self.model.eval()
+        caught: dict[str, torch.Tensor] = {}
+        handles = []
+        if features:
+            for path in self.features:
+
+                def hook(_m, _i, out, _p=path):
+                    caught[_p] = _feature_of(out).detach().float().cpu()
+
+                handles.append(self._module_at(path).register_forward_hook(hook))
+        try:
+            logits = self._forward(batch)
+        finally:
+            for h in handles:
+                h.remove()
+        return logits.cpu(), caught
+
+    @contextlib.contextmanager
+    def mc_dropout(self, p: float | None = None) -> Iterator[None]:
+        """Switch only dropout modules to train mode (optionally with rate ``p``); restore after."""
+        drops = [m for m in self.model.modules() if isinstance(m, _DROPOUT_TYPES)]
+        saved = [(m.training, m.p) for m in drops]
+        self.model.eval()
+        try:
+            for m in drops:
+                m.train()
+                if p is not None:
+                    m.p = p
+            yield
+        finally:
+            for m, (was, rate) in zip(drops, saved, strict=True):
+                m.train(was)
+                m.p = rate
+            self.model.eval()
+
+    @torch.no_grad()
+    def mc_probs(self, batch: Batch, k: int, p: float | None = None) -> torch.Tensor:
+        """Softmax outputs of ``k`` Monte-Carlo dropout passes: shape (k, n, len(labels))."""
+        with self.mc_dropout(p):
+            return torch.stack([self._forward(batch).softmax(-1).cpu() for _ in range(k)])
+
+    # Identity --------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """SHA-256 over the weights, buffers, labels and kind: the store's key for this teacher."""
+        if self._fp is None:
+            h = hashlib.sha256()
+            h.update(json.dumps([type(self.model).__qualname__, self.kind, list(self.labels)]).encode())
+            for key, val in sorted(self.model.state_dict().items()):
+                h.update(key.encode())
+                h.update(f"{val.dtype}{tuple(val.shape)}".encode())
+                h.update(val.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+            if self.preprocess is not None and hasattr(self.preprocess, "fingerprint"):
+                h.update(self.preprocess.fingerprint().encode())
+            self._fp = h.hexdigest()
+        return self._fp
+
+    # Loading ---------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, name: str | None = None, features: str | Sequence[str] | None = None
+    ) -> Teacher:
+        """Load a saved amalgamator student folder, or a Hugging Face sequence-classification folder.
+
+        A student folder (``student.json`` + ``model.safetensors``) lets a student serve as a
+        teacher in a later amalgamation. A Hugging Face folder takes its labels from
+        ``config.id2label`` and its tokenizer from the same folder (needs the ``text`` extra).
+        """
+        path = Path(path)
+        if not path.is_dir():
+            raise TeacherError(f"teacher folder {str(path)!r} does not exist.")
+        if (path / "student.json").exists():
+            from .student import load_student
+
+            st = load_student(path)
+            return cls(
+                st.network,
+                labels=st.labels,
+                name=name or path.name,
+                kind=st.kind,
+                features=features,
+                preprocess=st.featurizer,
+            )
+        if (path / "config.json").exists():
+            from .models.hf import load_hf_classifier
+
+            model, labels, preprocess = load_hf_classifier(path)
+            return cls(model, labels=labels, name=name or path.name, features=features, preprocess=preprocess)
+        raise TeacherError(
+            f"{str(path)!r} is neither an amalgamator student folder (student.json) nor a Hugging Face "
+            "checkpoint folder (config.json)."
+        )
