@@ -7,7 +7,7 @@ result.student.predict(x)
 
 __version__ = "0.1.0"
 
-from .api import Result, amalgamate  # noqa: E402
+from .api import Result, amalgamate, train_classifier  # noqa: E402
 from .errors import AmalgamatorError  # noqa: E402
 from .labels import LabelSpace  # noqa: E402
 from .metrics import evaluate  # noqa: E402
@@ -24,4 +24,5 @@ __all__ = [
     "amalgamate",
     "evaluate",
     "load_student",
+    "train_classifier",
 ]

@@ -181,3 +181,50 @@ def amalgamate(
     if store_obj.stats.repaired:
         _progress.console.print(f"[yellow]repaired {store_obj.stats.repaired} corrupt store entries[/]")
     return result
+
+
+def train_classifier(
+    x: Any,
+    y: Sequence[str],
+    student: str | nn.Module = "mlp",
+    labels: Sequence[str] | None = None,
+    epochs: int = 20,
+    batch_size: int = 64,
+    seed: int = 0,
+    *,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    student_options: dict[str, Any] | None = None,
+    out: str | Path | None = None,
+    progress: bool | None = None,
+) -> Student:
+    """Train a plain supervised classifier with the same presets and engine as students.
+
+    This is how the demo and the benchmarks make teachers: save the result with
+    ``.save(dir)`` and load it back with ``Teacher.from_pretrained(dir)``.
+    """
+    inputs = Inputs(x, what="x")
+    names = [str(v) for v in np.asarray(y).reshape(-1)]
+    if len(names) != len(inputs):
+        raise DataError(f"x has {len(inputs)} rows but y has {len(names)} labels; give one label per row.")
+    space = LabelSpace(labels if labels is not None else sorted(set(names)), owner="classifier label list")
+    y_idx = torch.as_tensor(space.encode(names))
+    cfg = TrainConfig(
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, progress=progress
+    )
+    set_seed(seed)
+    st = Student.create(student, inputs, list(space), "multiclass", student_options)
+    method = get_method("supervised")()
+    ctx = Context(teachers=[], union=space, outputs=[], inputs=inputs, y=y_idx)
+    history = fit(
+        st.network,
+        method,
+        st.featurizer.transform(inputs),
+        method.prepare(ctx),
+        method.train_rows(ctx),
+        cfg,
+        out=Path(out) if out is not None else None,
+    )
+    st.method = "supervised"
+    st.info = {"train": {"epochs": epochs, "seed": seed, "rows": len(inputs)}, "final_loss": history.loss[-1]}
+    return st

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -160,6 +161,17 @@ class Teacher:
             for h in handles:
                 h.remove()
         return logits.cpu(), caught
+
+    def logits(self, x: Any, batch_size: int = 256) -> torch.Tensor:
+        """Eval-mode logits for a whole dataset (array, tensor, Dataset or list of str)."""
+        from .data import Inputs
+
+        inputs = x if isinstance(x, Inputs) else Inputs(x, what="x")
+        return torch.cat([self.run(b)[0] for b in inputs.batches(batch_size)])
+
+    def predict(self, x: Any) -> np.ndarray:
+        """The teacher's own label names (it can only ever name its own labels)."""
+        return np.asarray(list(self.labels), dtype=str)[self.logits(x).argmax(1).numpy()]
 
     @contextlib.contextmanager
     def mc_dropout(self, p: float | None = None) -> Iterator[None]:
