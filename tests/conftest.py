@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny digits problems with two teachers on disjoint halves of the classes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import amalgamator as am
+
+LOW, HIGH = [str(i) for i in range(5)], [str(i) for i in range(5, 10)]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_store(tmp_path_factory, monkeypatch):
+    """Every test gets its own store folder and no progress bars."""
+    monkeypatch.setenv("AMALGAMATOR_STORE", str(tmp_path_factory.mktemp("store")))
+    monkeypatch.setenv("AMALGAMATOR_QUIET", "1")
+
+
+def fit_mlp(x: np.ndarray, y: np.ndarray, labels: list[str], hidden: int, seed: int, dropout: float = 0.1) -> nn.Module:
+    torch.manual_seed(seed)
+    m = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, len(labels)))
+    keep = np.isin(y, labels)
+    xt = torch.as_tensor(x[keep])
+    yt = torch.as_tensor([labels.index(v) for v in y[keep]])
+    opt = torch.optim.Adam(m.parameters(), 1e-2)
+    for _ in range(80):
+        opt.zero_grad()
+        nn.functional.cross_entropy(m(xt), yt).backward()
+        opt.step()
+    return m.eval()
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.data / 16.0).astype(np.float32)
+    y = d.target.astype(str)
+    perm = np.random.default_rng(0).permutation(len(x))
+    return x, y, perm[:600], perm[600:1200], perm[1200:]
+
+
+@pytest.fixture(scope="session")
+def teachers(digits):
+    x, y, t, _, _ = digits
+    return [
+        am.Teacher(fit_mlp(x[t], y[t], LOW, 32, 0), labels=LOW, name="low", features="1"),
+        am.Teacher(fit_mlp(x[t], y[t], HIGH, 48, 1), labels=HIGH, name="high", features="1"),
+    ]
