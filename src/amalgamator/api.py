@@ -18,7 +18,7 @@ from .data import Inputs
 from .engine import History, TrainConfig, fit
 from .errors import DataError, MethodError, TeacherError
 from .labels import LabelSpace
-from .methods import Context, get_method
+from .methods import Context, Method, get_method
 from .methods.reference import EnsemblePredictor
 from .metrics import evaluate
 from .store import StoreStats, TeacherStore
@@ -77,7 +77,7 @@ def _split_labeled(labeled: Any, union: LabelSpace) -> tuple[Inputs, torch.Tenso
 def amalgamate(
     teachers: Sequence[Teacher],
     data: Any = None,
-    method: str = "kd",
+    method: str | Method = "kd",
     student: str | nn.Module = "mlp",
     labeled: tuple[Any, Sequence[str]] | None = None,
     epochs: int = 10,
@@ -98,7 +98,7 @@ def amalgamate(
     Args:
         teachers: frozen experts, each with its own label names.
         data: unlabeled examples (numpy array, tensor, torch Dataset, or list of str).
-        method: a registered name (``amalgamator methods`` lists them).
+        method: a registered name (``amalgamator methods`` lists them), or a Method instance.
         student: a preset (``"mlp"``, ``"cnn"``, ``"text"``) or an ``nn.Module`` backbone;
             a linear head over the union is added.
         labeled: optional ``(x_few, y_few)``, y as label names; required by ``supervised``.
@@ -111,7 +111,12 @@ def amalgamate(
         progress: show progress bars (default: on unless AMALGAMATOR_QUIET=1).
     """
     t_start = time.perf_counter()
-    method_obj = get_method(method)(**(method_options or {}))
+    if isinstance(method, Method):
+        if method_options:
+            raise MethodError("pass options to the Method instance itself, not method_options=.")
+        method_obj, method = method, method.name
+    else:
+        method_obj = get_method(method)(**(method_options or {}))
     teachers = _check_teachers(teachers)
     union = LabelSpace.union([t.labels for t in teachers])
     cfg = TrainConfig(
