@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+from accelerate import PartialState
 from accelerate.utils import set_seed
 
 from . import progress as _progress
@@ -180,7 +181,7 @@ def amalgamate(
     from .report import student_report
 
     st.report = student_report(result, teachers)
-    if out_path is not None:
+    if out_path is not None and PartialState().is_main_process:
         st.save(out_path / "student")
         (out_path / "report.md").write_text(st.report)
     if store_obj.stats.repaired:
