@@ -1,0 +1,357 @@
+"""The ``amalgamator`` command line: demo, run, evaluate, inspect, methods, bench.
+
+Tables go to stdout, progress and errors to stderr. Any error a user can act on
+(:class:`~amalgamator.errors.AmalgamatorError`) is one red ``error: ...`` line and exit
+code 2, never a traceback; Ctrl-C exits 130 and says how to resume.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .errors import AmalgamatorError
+
+#: Typer vendors click in recent versions; find its ClickException whichever click it uses.
+_ClickException: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+app = typer.Typer(
+    name="amalgamator",
+    help="Merge pre-trained teachers with different label sets into one student, from unlabeled data.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _out() -> Console:
+    """Tables and results on stdout; made per call so it follows sys.stdout (captured in tests).
+
+    Markup is off: label names and paths such as ``[CLS]`` must print as they are.
+    """
+    return Console(highlight=False, markup=False)
+
+
+def _err() -> Console:
+    return Console(stderr=True, highlight=False, markup=False)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _names(labels: Sequence[str], limit: int = 12) -> str:
+    labels = list(labels)
+    shown = ", ".join(labels[:limit])
+    return shown + (f", … (+{len(labels) - limit})" if len(labels) > limit else "")
+
+
+def _interrupted(out: Path | None, command: str) -> typer.Exit:
+    """Ctrl-C: say what survives and how to go on; exit 130 like a shell."""
+    if out is not None:
+        _err().print(
+            Text(f"interrupted. Checkpoints under {out} let `amalgamator {command} --resume` continue.", "yellow"),
+            soft_wrap=True,
+        )
+    else:
+        _err().print(Text("interrupted.", "yellow"))
+    return typer.Exit(130)
+
+
+def _missing_module(exc: ModuleNotFoundError, module: str, what: str) -> None:
+    if exc.name == module:
+        raise AmalgamatorError(f"{what} is not available in this installation ({module} is missing).") from None
+
+
+# Commands ----------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the demo's teachers, students and report (default: demo-out).")
+    ] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Fewer epochs: a smoke test in seconds.")] = False,
+) -> None:
+    """Run the bundled end-to-end example (digits, two teachers, several methods); no setup."""
+    try:
+        from .demo import run_demo
+    except ModuleNotFoundError as exc:
+        _missing_module(exc, "amalgamator.demo", "the demo")
+        raise
+    try:
+        run_demo(**({"out": out} if out is not None else {}), quick=quick)
+    except KeyboardInterrupt:
+        raise _interrupted(None, "demo") from None
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="The recipe YAML file.")],
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: the recipe's out:, else out/).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUT.")] = False,
+) -> None:
+    """Train a student as RECIPE says; writes OUT/student, OUT/report.md and checkpoints."""
+    from .recipe import load_recipe
+    from .recipe import run as run_recipe
+
+    rec = load_recipe(recipe)
+    out_dir = rec.out_dir(out)
+    try:
+        result, metrics = run_recipe(rec, out=out_dir, resume=resume)
+    except KeyboardInterrupt:
+        again = f"run {recipe}" + (f" --out {out}" if out is not None else "")
+        raise _interrupted(out_dir, again) from None
+    _out().print(summary_table(result, metrics))
+    if result.history is not None:
+        _out().print(f"student → {out_dir / 'student'}\nreport  → {out_dir / 'report.md'}", soft_wrap=True)
+    else:
+        _out().print(f"{result.method} trains nothing: no student was written.", soft_wrap=True)
+
+
+@app.command()
+def evaluate(
+    student_dir: Annotated[Path, typer.Argument(help="A student folder (student.json + model.safetensors).")],
+    data: Annotated[str, typer.Option("--data", help="Labeled data: .npz, .csv, .tsv, .parquet or .jsonl.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    text_column: Annotated[str | None, typer.Option(help="Column holding texts (tables).")] = None,
+    label_column: Annotated[str | None, typer.Option(help="Column holding label names (default y or label).")] = None,
+) -> None:
+    """Score a saved student on a labeled data file."""
+    from .io import load_table, require_labels
+    from .metrics import evaluate as am_evaluate
+    from .student import load_student
+
+    student = load_student(student_dir)
+    spec = {"path": data, "text_column": text_column, "label_column": label_column}
+    x, y = load_table(spec, Path.cwd())
+    metrics = am_evaluate(student, x, require_labels(y, spec, "evaluation data", Path.cwd()))
+    if as_json:
+        sys.stdout.write(json.dumps(metrics, indent=2) + "\n")
+        return
+    table = Table(title=f"{student_dir} on {data}")
+    table.add_column("metric", no_wrap=True)
+    table.add_column("value", justify="right")
+    for k, v in metrics.items():
+        table.add_row(k, _fmt(v))
+    _out().print(table)
+
+
+@app.command()
+def inspect(recipe: Annotated[Path, typer.Argument(help="The recipe YAML file.")]) -> None:
+    """Show a recipe's teachers, their label spaces and union, overlaps, and suitable methods."""
+    from .labels import LabelSpace, overlaps
+    from .recipe import load_recipe
+
+    rec = load_recipe(recipe)
+    teachers = rec.build_teachers()
+    con = _out()
+
+    table = Table(title="teachers")
+    for col in ("name", "kind", "#labels", "labels", "dropout", "feature taps"):
+        table.add_column(col, no_wrap=col in ("name", "kind", "#labels", "dropout"))
+    for t in teachers:
+        table.add_row(
+            t.name,
+            t.kind,
+            str(len(t.labels)),
+            _names(t.labels),
+            "yes" if t.has_dropout else "no",
+            ", ".join(t.features),
+        )
+    con.print(table)
+
+    spaces = [t.labels for t in teachers]
+    union = LabelSpace.union(spaces)
+    con.print(f"union: {len(union)} labels: {_names(union, 40)}", soft_wrap=True, markup=False)
+    shared = overlaps(spaces)
+    if shared:
+        ov = Table(title="overlapping labels")
+        ov.add_column("label", no_wrap=True)
+        ov.add_column("named by")
+        for label, who in shared.items():
+            ov.add_row(label, ", ".join(teachers[i].name for i in who))
+        con.print(ov)
+    else:
+        con.print("overlapping labels: none (the label sets are disjoint)")
+
+    data = Table(title="data")
+    for col in ("role", "file", "rows", "type", "labels"):
+        data.add_column(col, no_wrap=col != "file")
+    for role in ("data", "labeled", "test"):
+        spec = getattr(rec, role)
+        if spec is None:
+            continue
+        x, y = rec.load(role)
+        kind = "text" if isinstance(x, list) else f"numeric {tuple(x.shape[1:])}"
+        data.add_row(role, str(rec.resolve(spec.path)), str(len(x)), kind, "yes" if y is not None else "no")
+    con.print(data)
+
+    ms = Table(title="methods")
+    ms.add_column("method", no_wrap=True)
+    ms.add_column("family")
+    ms.add_column("suitable", no_wrap=True)
+    ms.add_column("why not")
+    for name, family, ok, reason in suitable_methods(teachers, has_labeled=rec.labeled is not None):
+        mark = "yes" if ok else "no"
+        ms.add_row(f"{name} *" if name == rec.method else name, family, mark, reason)
+    con.print(ms)
+    con.print("* the recipe's method", style="dim")
+
+
+def suitable_methods(teachers: Sequence[Any], has_labeled: bool) -> list[tuple[str, str, bool, str]]:
+    """Every registered method with whether these teachers and data meet its needs, and why not."""
+    from .methods import REGISTRY
+
+    rows = []
+    for name, cls in sorted(REGISTRY.items(), key=lambda kv: (kv[1].family, kv[0])):
+        reason = ""
+        if cls.uses_labels == "required" and not has_labeled:
+            reason = "needs labeled: data"
+        else:
+            try:
+                cls().validate(list(teachers))
+            except AmalgamatorError as exc:
+                reason = str(exc)
+        rows.append((name, cls.family, not reason, reason))
+    return rows
+
+
+@app.command()
+def methods() -> None:
+    """List every registered method with its family and paper."""
+    from .methods import REGISTRY
+
+    table = methods_table(REGISTRY)
+    _out().print(table)
+
+
+def methods_table(registry: dict[str, Any]) -> Table:
+    """The methods listing; names never wrap or truncate, so scripts can read them as words."""
+    table = Table(title="amalgamation methods")
+    width = max((len(n) for n in registry), default=4)
+    table.add_column("name", no_wrap=True, min_width=width, overflow="ignore")
+    table.add_column("family", ratio=1)
+    table.add_column("paper", ratio=2)
+    table.add_column("summary", ratio=3)
+    table.add_column("labels", no_wrap=True)
+    for name, cls in sorted(registry.items(), key=lambda kv: (kv[1].family, kv[0])):
+        table.add_row(name, cls.family, cls.paper, cls.summary, cls.uses_labels)
+    return table
+
+
+@app.command()
+def bench(
+    suite: Annotated[str, typer.Argument(help="The benchmark suite (one per paper table).")],
+    quick: Annotated[bool, typer.Option("--quick", help="Small and fast: a smoke test of the suite.")] = False,
+    seeds: Annotated[int | None, typer.Option(help="Number of seeds to average over (default: the suite's).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for results and tables.")] = None,
+) -> None:
+    """Reproduce a paper's table: train its teachers, amalgamate with each method, tabulate."""
+    try:
+        from .bench import run_suite
+    except ImportError as exc:
+        if isinstance(exc, ModuleNotFoundError):
+            _missing_module(exc, "amalgamator.bench", "the benchmarks")
+        if "run_suite" in str(exc):
+            raise AmalgamatorError("the benchmarks are not available in this installation.") from None
+        raise
+    options: dict[str, Any] = {"quick": quick}
+    if seeds is not None:
+        if seeds < 1:
+            raise AmalgamatorError(f"--seeds must be at least 1, got {seeds}.")
+        options["seeds"] = seeds
+    if out is not None:
+        options["out"] = out
+    try:
+        run_suite(suite, **options)
+    except KeyboardInterrupt:
+        raise _interrupted(None, "bench") from None
+
+
+# Output helpers ------------------------------------------------------------------------------
+
+
+def summary_table(result: Any, metrics: dict[str, Any] | None) -> Table:
+    """What ``run`` reports: method, labels, epochs, final loss, timings, test metrics."""
+    table = Table(title="amalgamation", show_header=False)
+    table.add_column("", no_wrap=True, style="bold")
+    table.add_column("")
+    student = result.student
+    table.add_row("method", result.method)
+    table.add_row("labels", f"{len(student.labels)}: {_names(student.labels)}")
+    hist = result.history
+    if hist is not None:
+        done = len(hist.loss)  # a resumed history holds the checkpointed epochs too
+        resumed = f" (resumed after epoch {hist.resumed_from})" if hist.resumed_from else ""
+        table.add_row("epochs", f"{done}{resumed}")
+        if hist.loss:
+            table.add_row("final loss", f"{hist.loss[-1]:.4f}")
+    if result.store is not None:
+        table.add_row("teacher store", f"{result.store.hits} hits, {result.store.computed} computed")
+    if result.timings:
+        table.add_row("seconds", ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items()))
+    for k, v in (metrics or {}).items():
+        table.add_row(f"test {k}", _fmt(v))
+    return table
+
+
+def _error(message: str) -> None:
+    """One red line: no markup parsing (messages hold [lists]) and no wrapping."""
+    line = " ".join(str(message).split())
+    _err().print(Text(f"error: {line}", style="red"), soft_wrap=True)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """Library warnings as one yellow line, without the source-line noise of the default format."""
+    line = " ".join(str(message).split())
+    _err().print(Text(f"warning: {line}", style="yellow"), soft_wrap=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point: runs the app and turns user errors into one line, exit 2."""
+    import warnings
+
+    import pydantic
+    import yaml
+
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            rv = app(args=list(argv) if argv is not None else None, prog_name="amalgamator", standalone_mode=False)
+    except AmalgamatorError as exc:
+        _error(str(exc))
+        sys.exit(2)
+    except (pydantic.ValidationError, yaml.YAMLError) as exc:
+        _error(f"invalid recipe: {str(exc).splitlines()[0]}")
+        sys.exit(2)
+    except _ClickException as exc:
+        try:
+            from typer import rich_utils
+
+            rich_utils.rich_format_error(exc)
+        except Exception:  # an older typer without rich_utils: click's plain message
+            exc.show()  # type: ignore[attr-defined]
+        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+    except typer.Abort:
+        _err().print(Text("interrupted.", "yellow"))
+        sys.exit(130)
+    except KeyboardInterrupt:
+        _err().print(Text("interrupted.", "yellow"))
+        sys.exit(130)
+    except OSError as exc:  # disk full, permission denied: the environment, not a bug
+        _error(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
+        sys.exit(2)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

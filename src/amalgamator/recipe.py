@@ -1,0 +1,391 @@
+"""YAML recipes for ``amalgamator run`` and ``amalgamator inspect``.
+
+A recipe names the teachers (saved folders), the data files, the method and the student,
+so a whole amalgamation is one reviewable file. The schema is strict (unknown keys are
+errors, not silently ignored: a misspelt ``epoch`` would otherwise train with defaults),
+and every problem is reported as one :class:`~amalgamator.errors.RecipeError` line that
+says where it is and what would be valid. Relative paths are taken against the recipe's
+own folder, so a recipe and its files can move together.
+"""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from .errors import AmalgamatorError, RecipeError, suggest
+from .io import load_table, require_labels, resolve_path
+
+_STRICT = ConfigDict(extra="forbid")
+
+
+def _scalar_str(v: Any) -> Any:
+    """YAML reads ``name: 1`` or ``features: 3`` as numbers; module paths and names are strings."""
+    return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+
+class DataSpec(BaseModel):
+    """A data file: a bare path, or a path with the columns to read."""
+
+    model_config = _STRICT
+
+    path: str
+    text_column: str | None = None
+    feature_columns: list[str] | None = None
+    label_column: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_path(cls, v: Any) -> Any:
+        return {"path": str(v)} if isinstance(v, (str, Path)) else v
+
+    @field_validator("feature_columns", mode="before")
+    @classmethod
+    def _one_column(cls, v: Any) -> Any:
+        if isinstance(v, (str, int)):
+            return [str(v)]
+        return [_scalar_str(c) for c in v] if isinstance(v, list) else v
+
+
+class TeacherSpec(BaseModel):
+    """A saved teacher folder (amalgamator student or Hugging Face checkpoint)."""
+
+    model_config = _STRICT
+
+    path: str
+    name: str | None = None
+    features: list[str] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_path(cls, v: Any) -> Any:
+        return {"path": str(v)} if isinstance(v, (str, Path)) else v
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, v: Any) -> Any:
+        return _scalar_str(v)
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _features(cls, v: Any) -> Any:
+        if isinstance(v, (str, int)) and not isinstance(v, bool):
+            return [str(v)]
+        return [_scalar_str(f) for f in v] if isinstance(v, list) else v
+
+
+class TrainSpec(BaseModel):
+    """Training options; the same defaults as :func:`amalgamator.amalgamate`."""
+
+    model_config = _STRICT
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    seed: int = 0
+
+
+class Recipe(BaseModel):
+    """A whole amalgamation: teachers, data, method, student and training options."""
+
+    model_config = _STRICT
+
+    teachers: list[TeacherSpec] = Field(min_length=1)
+    data: DataSpec | None = None
+    labeled: DataSpec | None = None
+    test: DataSpec | None = None
+    method: str = "kd"
+    method_options: dict[str, Any] = Field(default_factory=dict)
+    student: str = "mlp"
+    student_options: dict[str, Any] = Field(default_factory=dict)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    out: str | None = None
+
+    _source: Path | None = PrivateAttr(default=None)
+    _shown: str = PrivateAttr(default="recipe")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, v: Any) -> Any:
+        """``train:`` or ``method_options:`` left empty in YAML reads as null: take the defaults."""
+        if isinstance(v, dict):
+            v = {
+                k: val
+                for k, val in v.items()
+                if not (val is None and k in ("train", "method_options", "student_options"))
+            }
+        return v
+
+    # Paths ---------------------------------------------------------------------------
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths are taken against: the recipe file's, else the working directory."""
+        return self._source.parent if self._source is not None else Path.cwd()
+
+    @property
+    def where(self) -> str:
+        """The recipe file as the user named it, to start error messages."""
+        return self._shown
+
+    def resolve(self, path: str) -> Path:
+        return resolve_path(path, self.base_dir)
+
+    def out_dir(self, out: str | Path | None = None) -> Path:
+        """``out`` if given, else the recipe's ``out:``, else ``out/`` beside the recipe."""
+        if out is not None:
+            return Path(out).expanduser().resolve()
+        return self.resolve(self.out or "out")
+
+    # Checks ----------------------------------------------------------------------------
+    def check(self) -> Recipe:
+        """Checks that need the registries (method, options, student preset), as RecipeErrors."""
+        from .methods import get_method
+        from .models import PRESETS
+
+        if self.data is None and self.labeled is None:
+            raise RecipeError(f"{self.where}: give data: (unlabeled examples) and/or labeled: (with labels).")
+        try:
+            cls = get_method(self.method)
+        except AmalgamatorError as exc:
+            raise RecipeError(f"{self.where}: method: {exc}") from None
+        try:
+            cls(**self.method_options)
+        except AmalgamatorError as exc:
+            raise RecipeError(f"{self.where}: method_options: {exc}") from None
+        except TypeError as exc:
+            raise RecipeError(f"{self.where}: method_options: {exc}") from None
+        if cls.uses_labels == "required" and self.labeled is None:
+            raise RecipeError(
+                f"{self.where}: method {self.method!r} trains on labels: add labeled: (a file with labels)."
+            )
+        if self.student not in PRESETS:
+            raise RecipeError(
+                f"{self.where}: student: unknown preset {self.student!r}.{suggest(self.student, PRESETS)} "
+                f"Presets: {', '.join(sorted(PRESETS))}."
+            )
+        return self
+
+    # Building ----------------------------------------------------------------------------
+    def build_teachers(self) -> list:
+        """Load every teacher folder; a name defaults to the folder's name."""
+        from .teachers import Teacher
+
+        return [Teacher.from_pretrained(self.resolve(t.path), name=t.name, features=t.features) for t in self.teachers]
+
+    def load(self, role: str, need_labels: bool = False) -> tuple[Any, np.ndarray | None] | None:
+        """Read the ``data`` / ``labeled`` / ``test`` file, or None when the recipe has none."""
+        spec: DataSpec | None = getattr(self, role)
+        if spec is None:
+            return None
+        x, y = load_table(spec.model_dump(), self.base_dir)
+        if need_labels:
+            y = require_labels(y, spec.model_dump(), role, self.base_dir)
+        return x, y
+
+
+# Loading -------------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice (PyYAML would silently keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _loc(parts: tuple[Any, ...]) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in typing.get_args(annotation):
+        found += _models_in(arg)
+    return found
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Recipe
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        inner = _models_in(field.annotation) if field is not None else []
+        if not inner:
+            return None
+        model = inner[0]
+    return model
+
+
+def _owner_of(key: str) -> str | None:
+    """Where a key misplaced at the wrong level belongs, e.g. ``epochs`` → ``train``."""
+    for name, field in Recipe.model_fields.items():
+        for sub in _models_in(field.annotation):
+            if key in sub.model_fields:
+                return f"{name}[...]" if typing.get_origin(field.annotation) is list else name
+    return None
+
+
+_EXPECTED = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+}
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return (text[:60] + "…") if len(text) > 60 else text
+
+
+def explain(exc: ValidationError, where: str = "recipe") -> str:
+    """One line for the first problem pydantic found (the rest are counted, not listed)."""
+    errors = exc.errors()
+    err = errors[0]
+    loc, kind, value = tuple(err["loc"]), err["type"], err.get("input")
+    more = (
+        f" ({len(errors) - 1} more problem{'s' if len(errors) > 2 else ''} after this one)" if len(errors) > 1 else ""
+    )
+    if kind == "extra_forbidden":
+        key, parent = str(loc[-1]), loc[:-1]
+        model = _model_at(parent)
+        valid = list(model.model_fields) if model is not None else []
+        at = f"in {_loc(parent)}" if parent else "at the top level"
+        hint = suggest(key, valid)
+        if not hint and (owner := _owner_of(key)) and parent != (owner,):
+            hint = f" It belongs under {owner}: ({owner}.{key})."
+        return f"{where}: unknown key {key!r} {at}.{hint} Valid keys: {', '.join(valid)}.{more}"
+    if kind == "missing":
+        parent = loc[:-1]
+        at = _loc(parent) if parent else "the top level"
+        return f"{where}: {at} is missing the required key {str(loc[-1])!r}.{more}"
+    field = _loc(loc) or "recipe"
+    model = _model_at(loc)
+    if kind in ("model_type", "model_attributes_type"):
+        keys = ", ".join(model.model_fields) if model is not None else ""
+        shape = "a path or a mapping" if model is not None and "path" in model.model_fields else "a mapping"
+        return f"{where}: {field} must be {shape} (keys: {keys}), got {_shown(value)}.{more}"
+    if kind == "too_short" and loc == ("teachers",):
+        return f"{where}: teachers is empty; list at least one teacher folder.{more}"
+    if kind in _EXPECTED:
+        return f"{where}: {field} must be {_EXPECTED[kind]}, got {_shown(value)} ({type(value).__name__}).{more}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {field}: {msg[:1].lower()}{msg[1:]}, got {_shown(value)}.{more}"
+
+
+def parse_recipe(data: Any, source: str | Path | None = None) -> Recipe:
+    """Validate an already-parsed mapping; ``source`` (the file) anchors relative paths."""
+    where = str(source) if source is not None else "recipe"
+    if data is None:
+        raise RecipeError(f"{where} is empty; a recipe needs at least teachers: and data:.")
+    if not isinstance(data, dict):
+        raise RecipeError(
+            f"{where} must be a mapping of keys (teachers:, data:, method:, ...), not a {type(data).__name__}."
+        )
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(explain(exc, where)) from None
+    recipe._source = Path(source).resolve() if source is not None else None
+    recipe._shown = where
+    return recipe.check()
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file; every problem is a one-line RecipeError."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise RecipeError(f"recipe file {path.resolve()} does not exist.")
+    if path.is_dir():
+        raise RecipeError(f"{path.resolve()} is a folder; give the recipe's .yaml file.")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"cannot read recipe {path}: {exc}.") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        started = f" ({context} started at line {cmark.line + 1})" if context and cmark is not None else ""
+        kind = "YAML error" if isinstance(exc, yaml.constructor.ConstructorError) else "YAML syntax error"
+        raise RecipeError(f"{path}: {kind}{at}: {problem}{started}.") from None
+    return parse_recipe(data, path)
+
+
+def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False, progress: bool | None = None):
+    """Train as the recipe says and evaluate on its ``test`` file: returns ``(result, metrics or None)``.
+
+    All files are read (and the teachers loaded) before training, so a bad test file fails
+    in seconds rather than after the last epoch.
+    """
+    import json
+
+    from .api import amalgamate
+    from .metrics import evaluate
+
+    teachers = recipe.build_teachers()
+    data = recipe.load("data")
+    labeled = recipe.load("labeled", need_labels=True)
+    test = recipe.load("test", need_labels=True)
+    out_path = recipe.out_dir(out)
+    result = amalgamate(
+        teachers=teachers,
+        data=data[0] if data is not None else None,
+        method=recipe.method,
+        student=recipe.student,
+        labeled=labeled,
+        epochs=recipe.train.epochs,
+        batch_size=recipe.train.batch_size,
+        seed=recipe.train.seed,
+        out=out_path,
+        lr=recipe.train.lr,
+        weight_decay=recipe.train.weight_decay,
+        method_options=recipe.method_options,
+        student_options=recipe.student_options,
+        resume=resume,
+        progress=progress,
+    )
+    metrics = None
+    if test is not None:
+        metrics = evaluate(result.student, test[0], test[1])
+        out_path.mkdir(parents=True, exist_ok=True)
+        (out_path / "metrics.json").write_text(json.dumps({"test": metrics}, indent=2))
+        report = out_path / "report.md"
+        if report.exists():
+            lines = "\n".join(
+                f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()
+            )
+            report.write_text(
+                report.read_text().rstrip() + f"\n\n## Test set\n\n| metric | value |\n| --- | --- |\n{lines}\n"
+            )
+    return result, metrics
+
+
+__all__ = ["DataSpec", "Recipe", "TeacherSpec", "TrainSpec", "explain", "load_recipe", "parse_recipe", "run"]
