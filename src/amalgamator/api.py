@@ -158,7 +158,7 @@ def amalgamate(
 
     set_seed(seed)
     st = Student.create(student, inputs, list(union), "multiclass", student_options)
-    ctx = Context(teachers=teachers, union=union, outputs=outputs, inputs=inputs, y=y)
+    ctx = Context(teachers=teachers, union=union, outputs=outputs, inputs=inputs, y=y, student=st)
     targets = method_obj.prepare(ctx)
     rows = method_obj.train_rows(ctx)
     x = st.featurizer.transform(inputs)

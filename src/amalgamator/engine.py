@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import progress
 from .errors import AmalgamatorError
-from .methods.base import Method, StudentOutput
+from .methods.base import Method, StudentOutput, tap_outputs
 
 
 @dataclass
@@ -170,8 +170,9 @@ def fit(
         total, count = 0.0, 0
         with progress.bar(f"epoch {epoch + 1}/{cfg.epochs}", len(loader), cfg.progress) as advance:
             for step, batch in enumerate(loader):
-                logits, feats = model(batch["x"])
-                loss = method.loss(batch, StudentOutput(logits, feats))
+                with tap_outputs(network, method.student_taps) as taps:
+                    logits, feats = model(batch["x"])
+                loss = method.loss(batch, StudentOutput(logits, feats, dict(taps)))
                 if not torch.isfinite(loss):
                     raise AmalgamatorError(
                         f"the {method.name!r} loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "

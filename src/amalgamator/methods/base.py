@@ -12,6 +12,7 @@ The engine drives every method the same way and knows nothing about any of them.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -48,10 +49,12 @@ def get_method(name: str) -> type[Method]:
 
 @dataclass
 class StudentOutput:
-    """What the student produced for a batch: union logits and its penultimate feature."""
+    """What the student produced for a batch: union logits, its penultimate feature, and the
+    outputs of the student module paths the method asked for in ``student_taps``."""
 
     logits: torch.Tensor
     features: torch.Tensor
+    taps: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -63,6 +66,7 @@ class Context:
     outputs: list[dict[str, torch.Tensor]]
     inputs: Inputs
     y: torch.Tensor  # union index per row, -1 where the row is unlabeled
+    student: Any = None  # the untrained Student (featurizer + network), for shape probes
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -80,6 +84,21 @@ class Context:
 
     def logits(self, i: int) -> torch.Tensor:
         return self.outputs[i][LOGITS]
+
+    def student_shapes(self, taps: list[str] = ()) -> dict[str, tuple[int, ...]]:
+        """Per-row shapes of the student's penultimate feature (key ``"features"``) and of ``taps``."""
+        net = self.student.network
+        sample = self.student.featurizer(self.inputs.take(slice(0, 2)))
+        was = net.training
+        net.eval()
+        try:
+            with torch.no_grad(), tap_outputs(net, taps) as caught:
+                _, feats = net.forward_features(sample)
+        finally:
+            net.train(was)
+        shapes = {"features": tuple(feats.shape[1:])}
+        shapes.update({k: tuple(v.shape[1:]) for k, v in caught.items()})
+        return shapes
 
     @property
     def labeled(self) -> torch.Tensor:
@@ -102,6 +121,8 @@ class Method:
     trains: ClassVar[bool] = True
     #: options and their defaults; ``__init__`` rejects anything else by name.
     defaults: ClassVar[dict[str, Any]] = {}
+    #: module paths inside the student network whose outputs ``loss`` reads (``out.taps``).
+    student_taps: list[str] = []
 
     def __init__(self, **options: Any):
         unknown = sorted(set(options) - set(self.defaults))
@@ -138,6 +159,29 @@ class Method:
 
     def loss(self, batch: dict[str, torch.Tensor], out: StudentOutput) -> torch.Tensor:
         raise NotImplementedError
+
+
+@contextlib.contextmanager
+def tap_outputs(module: nn.Module, paths: list[str]):
+    """Collect the outputs of submodules at ``paths`` into a dict while the context is open."""
+    caught: dict[str, torch.Tensor] = {}
+    handles = []
+    for path in paths:
+        try:
+            sub = module.get_submodule(path)
+        except AttributeError:
+            names = [n for n, _ in module.named_modules() if n][:30]
+            raise MethodError(f"the student has no module at path {path!r}; its paths include {names}.") from None
+
+        def hook(_m, _i, out, _p=path):
+            caught[_p] = out[0] if isinstance(out, (tuple, list)) else out
+
+        handles.append(sub.register_forward_hook(hook))
+    try:
+        yield caught
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def soft_cross_entropy(target: torch.Tensor, logits: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
