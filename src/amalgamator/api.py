@@ -37,6 +37,8 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)
     store: StoreStats | None = None
     out: Path | None = None
+    diagnostics: dict[str, torch.Tensor] = field(default_factory=dict)
+    method_object: Method | None = None  # the trained method (its adaptors etc.), for analysis
 
     def evaluate(self, x: Any, y: Sequence[str]) -> dict[str, float]:
         return evaluate(self.student, x, y)
@@ -177,7 +179,7 @@ def amalgamate(
         "train": history.train_seconds,
         "total": time.perf_counter() - t_start,
     }
-    result = Result(st, method, history, timings, store_obj.stats, out_path)
+    result = Result(st, method, history, timings, store_obj.stats, out_path, method_obj.diagnostics, method_obj)
     from .report import student_report
 
     st.report = student_report(result, teachers)

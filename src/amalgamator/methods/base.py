@@ -133,6 +133,8 @@ class Method:
                 f"Its options: {sorted(self.defaults) or 'none'}."
             )
         self.options = {**self.defaults, **options}
+        #: per-row quantities a method computed in ``prepare`` (e.g. MUKI's uncertainties), for analysis.
+        self.diagnostics: dict[str, torch.Tensor] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.options})"
