@@ -6,7 +6,7 @@ SHARED ?= ../shared
 # torch is pinned here (a CPU build on this machine's disk); the package metadata keeps a range.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: setup demo test test-slow lint clean
+.PHONY: setup demo test test-slow lint clean bench-data bench
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(BIN)/activate:
 $(VENV)/.installed: pyproject.toml $(BIN)/activate
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_PIN)"
-	$(BIN)/pip install -q -e ".[text,tables,dev]" "$(TORCH_PIN)"
+	$(BIN)/pip install -q -e ".[text,tables,bench,dev]" "$(TORCH_PIN)"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -29,6 +29,14 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow tests
+
+# Benchmark data from Debian packages (Fashion-MNIST, fortunes, mlbench's LetterRecognition); needs root.
+bench-data: setup
+	scripts/bench-data.sh
+
+# Regenerates bench/results/multiclass.md (long: see README).
+bench: bench-data
+	$(BIN)/amalgamator bench multiclass
 
 lint: setup
 	$(BIN)/ruff check src tests

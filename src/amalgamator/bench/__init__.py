@@ -11,10 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import AmalgamatorError, suggest
-from . import digits, store_effect
+from . import digits, multiclass, store_effect
 
 SUITES: dict[str, tuple[Callable[..., dict], str]] = {
     "digits": (digits.run, "the demo's comparison (teachers, ensemble, kd, uhc, supervised) over seeds"),
+    "multiclass": (multiclass.run, "Family A on Fashion-MNIST, letters and fortunes (MUKI Tables 1-4, CFL)"),
     "store": (store_effect.run, "wall time of kd reading the teacher-output store vs running teachers every step"),
 }
 

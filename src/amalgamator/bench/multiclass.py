@@ -88,8 +88,13 @@ def cases(quick: bool) -> list[Case]:
     """The suite's cases; ``quick`` shrinks every split and epoch count for a CI-sized check."""
     letters = [
         Case("letters-3", "Letters, 3 teachers", "letters", _letter_groups((1, 1, 1)), [MLP_SMALL, MLP_WIDE] * 2),
-        Case("letters-4", "Letters, 4 teachers {2,2,2,4}", "letters", _letter_groups((2, 2, 2, 4)),
-             [MLP_SMALL, MLP_WIDE] * 2),
+        Case(
+            "letters-4",
+            "Letters, 4 teachers {2,2,2,4}",
+            "letters",
+            _letter_groups((2, 2, 2, 4)),
+            [MLP_SMALL, MLP_WIDE] * 2,
+        ),
         Case("letters-5", "Letters, 5 teachers", "letters", _letter_groups((1, 1, 1, 1, 1)), [MLP_SMALL, MLP_WIDE] * 3),
     ]
     for c in letters:
@@ -129,11 +134,12 @@ def routing(confidence: np.ndarray, owners: np.ndarray, y_idx: np.ndarray) -> np
 
 def run_case(case: Case, seed: int, bm, plots: dict[str, Any]) -> dict[str, Any]:
     """Train teachers (cached), then every row of the table for one case and one seed."""
+    from .datasets import role_split
+
     rng = np.random.default_rng(seed)
-    perm = rng.permutation(len(bm.y_train))
-    half = len(perm) // 2
-    t_rows = _subsample(perm[:half], case.teacher_rows, rng)
-    p_rows = _subsample(perm[half:], case.pool_rows, rng)
+    t_rows, p_rows = role_split(
+        len(bm.y_train), (0.5, 0.5), seed, y=bm.y_train, max_rows=(case.teacher_rows, case.pool_rows)
+    )
     test_idx = _subsample(np.arange(len(bm.y_test)), case.test_rows, rng)
     x_pool, y_pool = _take(bm.x_train, p_rows), bm.y_train[p_rows]
     x_test, y_test = _take(bm.x_test, test_idx), bm.y_test[test_idx]
