@@ -114,8 +114,10 @@ class Teacher:
         return any(isinstance(m, _DROPOUT_TYPES) for m in self.model.modules())
 
     # Running ---------------------------------------------------------------
-    def _forward(self, batch: Batch) -> torch.Tensor:
-        inp = self.preprocess(batch) if self.preprocess is not None else batch
+    def _forward(self, batch: Batch, inp: Any = None) -> torch.Tensor:
+        """Logits for a batch; ``inp`` is the already preprocessed input, to run the model on it again."""
+        if inp is None:
+            inp = self.preprocess(batch) if self.preprocess is not None else batch
         try:
             out = self.model(**inp) if isinstance(inp, dict) else self.model(inp)
         except TeacherError:
@@ -194,8 +196,9 @@ class Teacher:
     @torch.no_grad()
     def mc_probs(self, batch: Batch, k: int, p: float | None = None) -> torch.Tensor:
         """Softmax outputs of ``k`` Monte-Carlo dropout passes: shape (k, n, len(labels))."""
+        inp = self.preprocess(batch) if self.preprocess is not None else batch  # once, not K times
         with self.mc_dropout(p):
-            return torch.stack([self._forward(batch).softmax(-1).cpu() for _ in range(k)])
+            return torch.stack([self._forward(batch, inp).softmax(-1).cpu() for _ in range(k)])
 
     # Identity --------------------------------------------------------------
     def fingerprint(self) -> str:

@@ -36,7 +36,6 @@ def accuracy_bars(results: dict, path: Path) -> None:
 
 def uncertainty_histograms(diagnostics: dict, teachers, x_pool, y_pool, title: str, path: Path) -> None:
     """MUKI Fig. 2: normalised uncertainty of the right vs the wrong teacher, plain vs MC dropout."""
-    union = [lb for t in teachers for lb in t.labels]
     owner = np.array([next(i for i, t in enumerate(teachers) if y in t.labels) for y in y_pool])
     plain = np.stack([normalised_uncertainty(t.logits(x_pool).softmax(-1)).numpy() for t in teachers], 1)
     mc = diagnostics["uncertainty"].numpy()
@@ -56,7 +55,6 @@ def uncertainty_histograms(diagnostics: dict, teachers, x_pool, y_pool, title: s
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    del union
 
 
 def multiclass_plots(results: dict, plots: dict[str, Any], out: Path, suffix: str = "") -> dict[str, str]:
@@ -78,5 +76,44 @@ def multiclass_plots(results: dict, plots: dict[str, Any], out: Path, suffix: st
 
 
 def cfl_tsne(result, teachers, x, y, path: Path) -> bool:
-    """CFL Fig. 3 analogue: t-SNE of teachers' and student's features in the common space."""
-    return False
+    """CFL Fig. 3 analogue: t-SNE of teachers' and student's features in the common space.
+
+    Each teacher is shown on the pool examples of its own classes; the student on all of them.
+    Colours are the true classes, markers the model.
+    """
+    import torch
+    from sklearn.manifold import TSNE
+
+    method = result.method_object
+    if method is None or not hasattr(method, "common_features"):
+        return False
+    st = result.student
+    with torch.no_grad():
+        student_feat = st.network.eval().forward_features(st.featurizer(torch.as_tensor(x)))[1]
+        teacher_feat = [t.run(torch.as_tensor(x), features=True)[1][t.features[-1]] for t in teachers]
+        s_common, t_common = method.common_features(student_feat, teacher_feat)
+    groups = [("student", s_common.numpy(), np.ones(len(y), bool))]
+    groups += [(t.name, tc.numpy(), np.isin(y, list(t.labels))) for t, tc in zip(teachers, t_common, strict=True)]
+    stacked = np.concatenate([g[1][g[2]] for g in groups])
+    emb = TSNE(n_components=2, init="pca", random_state=0, perplexity=30).fit_transform(stacked)
+    labels = sorted(set(y))
+    colours = {lb: plt.cm.tab10(i % 10) for i, lb in enumerate(labels)}
+    markers = ["o", "^", "s", "D", "v"]
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    start = 0
+    for gi, (name, _, keep) in enumerate(groups):
+        pts = emb[start : start + keep.sum()]
+        start += keep.sum()
+        ax.scatter(pts[:, 0], pts[:, 1], s=6, marker=markers[gi % len(markers)], alpha=0.55,
+                   c=[colours[v] for v in y[keep]], label=name)  # fmt: skip
+    handles = [plt.Line2D([], [], marker="o", ls="", color=colours[lb], label=lb) for lb in labels]
+    handles += [plt.Line2D([], [], marker=markers[i % len(markers)], ls="", color="grey", label=g[0])
+                for i, g in enumerate(groups)]  # fmt: skip
+    ax.legend(handles=handles, fontsize=6, loc="upper right", ncol=2)
+    ax.set_title("CFL common space (t-SNE): colour = true class, marker = model", fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
