@@ -161,7 +161,9 @@ def test_minilm_embeddings_are_unit_norm_and_semantic():
     assert torch.allclose(enc(["A man is playing a guitar."])[0], e[0], atol=1e-5)
 
 
-def test_minilm_caches_whole_dataset_embeddings():
+def test_minilm_caches_embeddings_per_text():
+    from amalgamator.models import text as text_mod
+
     enc = SentenceEncoderFeaturizer()
     inputs = Inputs(TEXTS[:6])
     first = enc.transform(inputs)
@@ -169,15 +171,26 @@ def test_minilm_caches_whole_dataset_embeddings():
     assert len(files) == 1 and embeddings_root().parent.name == "cache"
     assert torch.allclose(first, enc(inputs.values), atol=1e-5)
 
-    def boom(_texts: list[str]) -> torch.Tensor:
-        raise AssertionError("the cache should have answered")
+    encoded: list[str] = []
+    real = enc._encode
 
+    def counting(texts: list[str]) -> torch.Tensor:
+        encoded.extend(texts)
+        return real(texts)
+
+    text_mod._BANKS.clear()  # a new process: everything comes from disk
+    text_mod._BANK_FILES.clear()
     cached = SentenceEncoderFeaturizer()
-    cached._encode = boom  # type: ignore[method-assign]
+    cached._encode = counting  # type: ignore[method-assign]
     assert torch.equal(cached.transform(Inputs(TEXTS[:6])), first)
+    assert encoded == []
+    overlap = cached.transform(Inputs(TEXTS[3:9]))  # another dataset sharing 3 texts embeds only the 3 new ones
+    assert sorted(encoded) == sorted(TEXTS[6:9]) and torch.equal(overlap[:3], first[3:6])
 
-    files[0].write_bytes(b"not safetensors")  # a corrupt entry is reported and recomputed
-    with pytest.warns(UserWarning, match="recomputing"):
+    files[0].write_bytes(b"not safetensors")  # a corrupt shard is reported, ignored and recomputed
+    text_mod._BANKS.clear()
+    text_mod._BANK_FILES.clear()
+    with pytest.warns(UserWarning, match="invalid"):
         again = enc.transform(inputs)
     assert torch.allclose(again, first, atol=1e-6)
 

@@ -147,9 +147,11 @@ class TeacherStore:
         logits, feats = [], {}
         t0 = time.perf_counter()
         n_batches = -(-len(inputs) // self.batch_size)
+        prepared = teacher.prepare_all(inputs)
+        source = prepared if prepared is not None else inputs
         with progress.bar(f"teacher {teacher.name}", n_batches, self.progress) as advance:
-            for batch in inputs.batches(self.batch_size):
-                lg, ft = teacher.run(batch, features=want_features)
+            for batch in source.batches(self.batch_size):
+                lg, ft = teacher.run(batch, features=want_features, prepared=prepared is not None)
                 logits.append(lg)
                 for k, v in ft.items():
                     feats.setdefault(k, []).append(v)
@@ -172,8 +174,10 @@ class TeacherStore:
             progress.bar(f"MC dropout {teacher.name} (K={k})", n_batches, self.progress) as advance,
         ):
             torch.manual_seed(seed)
-            for batch in inputs.batches(self.batch_size):
-                means.append(teacher.mc_probs(batch, k, p).mean(0))
+            prepared = teacher.prepare_all(inputs)
+            source = prepared if prepared is not None else inputs
+            for batch in source.batches(self.batch_size):
+                means.append(teacher.mc_probs(batch, k, p, prepared=prepared is not None).mean(0))
                 advance()
         self.stats.seconds["mc"] += time.perf_counter() - t0
         value = torch.cat(means)

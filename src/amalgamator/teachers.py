@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .data import Batch
+from .data import Batch, Inputs
 from .errors import TeacherError
 from .labels import LabelSpace
 
@@ -144,9 +144,21 @@ class Teacher:
                 f"{len(self.labels)} labels; give exactly one label name per output."
             )
 
+    def prepare_all(self, inputs: Inputs) -> Inputs | None:
+        """The whole dataset preprocessed once, when the preprocessing is a featurizer (it may cache
+        on disk, e.g. sentence embeddings); None otherwise. Feed its batches with ``prepared=True``."""
+        transform = getattr(self.preprocess, "transform", None)
+        if transform is None:
+            return None
+        return Inputs(transform(inputs), what=f"teacher {self.name!r} features")
+
     @torch.no_grad()
-    def run(self, batch: Batch, features: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Eval-mode logits for a batch, and the outputs of the feature taps if asked."""
+    def run(
+        self, batch: Batch, features: bool = False, prepared: bool = False
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Eval-mode logits for a batch, and the outputs of the feature taps if asked.
+
+        ``prepared=True``: the batch is already preprocessed (from :meth:`prepare_all`)."""
         self.model.eval()
         caught: dict[str, torch.Tensor] = {}
         handles = []
@@ -158,7 +170,7 @@ class Teacher:
 
                 handles.append(self._module_at(path).register_forward_hook(hook))
         try:
-            logits = self._forward(batch)
+            logits = self._forward(batch, batch if prepared else None)
         finally:
             for h in handles:
                 h.remove()
@@ -166,10 +178,10 @@ class Teacher:
 
     def logits(self, x: Any, batch_size: int = 256) -> torch.Tensor:
         """Eval-mode logits for a whole dataset (array, tensor, Dataset or list of str)."""
-        from .data import Inputs
-
         inputs = x if isinstance(x, Inputs) else Inputs(x, what="x")
-        return torch.cat([self.run(b)[0] for b in inputs.batches(batch_size)])
+        prepared = self.prepare_all(inputs)
+        source = prepared if prepared is not None else inputs
+        return torch.cat([self.run(b, prepared=prepared is not None)[0] for b in source.batches(batch_size)])
 
     def predict(self, x: Any) -> np.ndarray:
         """The teacher's own label names (it can only ever name its own labels)."""
@@ -194,9 +206,12 @@ class Teacher:
             self.model.eval()
 
     @torch.no_grad()
-    def mc_probs(self, batch: Batch, k: int, p: float | None = None) -> torch.Tensor:
+    def mc_probs(self, batch: Batch, k: int, p: float | None = None, prepared: bool = False) -> torch.Tensor:
         """Softmax outputs of ``k`` Monte-Carlo dropout passes: shape (k, n, len(labels))."""
-        inp = self.preprocess(batch) if self.preprocess is not None else batch  # once, not K times
+        if prepared:
+            inp = batch
+        else:  # once, not K times
+            inp = self.preprocess(batch) if self.preprocess is not None else batch
         with self.mc_dropout(p):
             return torch.stack([self._forward(batch, inp).softmax(-1).cpu() for _ in range(k)])
 

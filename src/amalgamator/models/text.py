@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -205,35 +206,64 @@ class SentenceEncoderFeaturizer(Featurizer):
                 advance(len(idx))
         return out
 
-    def _cache_path(self, inputs: Inputs) -> Path:
-        key = hashlib.sha256(f"{self.model}|{self.max_length}|{inputs.fingerprint()}".encode()).hexdigest()
-        return embeddings_root() / key[:2] / f"{key[:40]}.safetensors"
+    def _bank_dir(self) -> Path:
+        key = hashlib.sha256(f"{self.model}|{self.max_length}".encode()).hexdigest()[:16]
+        return embeddings_root() / key
+
+    def _load_bank(self) -> dict[bytes, torch.Tensor]:
+        """Every cached embedding of this encoder, keyed by the SHA-256 of the text (read once per process)."""
+        from safetensors.torch import load_file
+
+        bank_dir = self._bank_dir()
+        bank = _BANKS.setdefault(str(bank_dir), {})
+        seen = _BANK_FILES.setdefault(str(bank_dir), set())
+        for shard in sorted(bank_dir.glob("shard-*.safetensors")) if bank_dir.exists() else []:
+            if shard.name in seen:
+                continue
+            seen.add(shard.name)
+            try:
+                data = load_file(str(shard))
+                keys, value = data["keys"], data["value"]
+                if value.shape != (len(keys), self.out_dim) or keys.shape[1:] != (32,):
+                    raise ValueError(f"shape {tuple(value.shape)}")
+            except Exception as exc:  # safetensors raises its own error type on a corrupt header
+                progress.warn(f"cached embeddings {shard.name} are invalid ({type(exc).__name__}); ignoring them.")
+                continue
+            for k, v in zip(keys.numpy(), value, strict=True):
+                bank[k.tobytes()] = v
+        return bank
 
     def transform(self, inputs: Inputs, batch_size: int = 1024) -> torch.Tensor:
-        """Embeddings of a whole dataset, read from the on-disk cache or computed once and cached."""
-        from safetensors.torch import load_file, save_file
+        """Embeddings of a whole dataset. Each text is embedded once per machine: embeddings are kept
+        on disk per text (SHA-256 key), so overlapping datasets (other seeds, splits) reuse them."""
+        from safetensors.torch import save_file
 
         texts = _texts(inputs, "sentence-encoder")
-        path = self._cache_path(inputs)
-        if path.exists():
+        keys = [hashlib.sha256(t.encode("utf-8")).digest() for t in texts]
+        bank = self._load_bank()
+        missing = sorted({k: i for i, k in enumerate(keys) if k not in bank}.values())
+        if missing:
+            with progress.bar("embedding text (MiniLM)", len(missing)) as advance:
+                fresh = self([texts[i] for i in missing], advance=advance)
+            new_keys = [keys[i] for i in missing]
+            for k, v in zip(new_keys, fresh, strict=True):
+                bank[k] = v
+            shard_dir = self._bank_dir()
+            name = f"shard-{time.time_ns()}-{os.getpid()}.safetensors"
             try:
-                value = load_file(str(path))["value"]
-                if tuple(value.shape) == (len(texts), self.out_dim):
-                    return value
-                problem = f"it has shape {tuple(value.shape)}"
-            except Exception as exc:  # safetensors raises its own error type on a corrupt header
-                problem = f"unreadable ({type(exc).__name__})"
-            progress.warn(f"cached embeddings {path.name} are invalid: {problem}; recomputing them.")
-        with progress.bar("embedding text (MiniLM)", len(texts)) as advance:
-            value = self(texts, advance=advance)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            save_file({"value": value.contiguous()}, str(tmp), metadata={"model": self.model, "rows": str(len(texts))})
-            os.replace(tmp, path)
-        except OSError as exc:
-            progress.warn(f"cannot cache embeddings in {path.parent} ({exc.strerror}); set AMALGAMATOR_STORE.")
-        return value
+                shard_dir.mkdir(parents=True, exist_ok=True)
+                tmp = shard_dir / (name + ".tmp")
+                key_tensor = torch.frombuffer(bytearray(b"".join(new_keys)), dtype=torch.uint8).reshape(-1, 32)
+                save_file({"keys": key_tensor, "value": fresh.contiguous()}, str(tmp), metadata={"model": self.model})
+                os.replace(tmp, shard_dir / name)
+                _BANK_FILES.setdefault(str(shard_dir), set()).add(name)
+            except OSError as exc:
+                progress.warn(f"cannot cache embeddings in {shard_dir} ({exc.strerror}); set AMALGAMATOR_STORE.")
+        return torch.stack([bank[k] for k in keys])
+
+
+_BANKS: dict[str, dict[bytes, torch.Tensor]] = {}
+_BANK_FILES: dict[str, set[str]] = {}
 
 
 # Preset ------------------------------------------------------------------------------------
