@@ -172,7 +172,11 @@ def run_case(case: Case, seed: int, bm, plots: dict[str, Any]) -> dict[str, Any]
                 plots["cfl"] = (res, teachers, x_pool[:1500], y_pool[:1500])
         sup = amalgamate(teachers, labeled=(x_pool, y_pool), method="supervised", store=store, **common)
         rows["supervised (upper bound)"] = _score(sup, y_test, x_test)
-    return {"rows": rows, "teacher_training_s": teacher_train_s, "groups": groups}
+    sizes = {"teacher": len(t_rows), "pool": len(p_rows), "test": len(test_idx)}
+    archs = [f"{arch} {opts}" for arch, opts in case.archs[: len(groups)]]
+    setup = {"sizes": sizes, "archs": archs, "student": f"{case.student} {case.student_options}".strip(),
+             "epochs": case.epochs, "teacher_epochs": case.teacher_epochs}  # fmt: skip
+    return {"rows": rows, "teacher_training_s": teacher_train_s, "groups": groups, "setup": setup}
 
 
 def _timed(teachers, x_pool, method, opts, store, common):
@@ -274,9 +278,17 @@ def render(results: dict, figures: dict[str, str]) -> str:
         "",
     ]
     for k in keys:
-        groups = cases_[k]["runs"][0]["groups"]
-        accs = ", ".join(f"{r}: {cell(k, r)}" for r in teacher_rows if r in cases_[k]["runs"][0]["rows"])
-        lines.append(f"- **{cases_[k]['title']}**: classes {groups}; alone (% of the whole test set): {accs}.")
+        run0 = cases_[k]["runs"][0]
+        accs = ", ".join(f"{r}: {cell(k, r)}" for r in teacher_rows if r in run0["rows"])
+        lines.append(f"- **{cases_[k]['title']}**: classes {run0['groups']}; alone (% of the whole test set): {accs}.")
+        if "setup" in run0:
+            st = run0["setup"]
+            z = st["sizes"]
+            lines.append(
+                f"  Rows: teacher split {z['teacher']}, unlabeled pool {z['pool']}, test {z['test']}. Teachers: "
+                f"{'; '.join(st['archs'])} ({st['teacher_epochs']} epochs). Student: {st['student']} "
+                f"({st['epochs']} epochs)."
+            )
     abl_keys = [k for k in keys if any("w/o" in r for r in cases_[k]["runs"][0]["rows"])]
     if abl_keys:
         lines += ["", "## Ablation (MUKI Table 2)", ""]
