@@ -135,7 +135,10 @@ def _write_outputs(out: Path, splits, rows, best: str, student, md_rows) -> None
     np.savez(out / "pool.npz", x=splits["pool"][0])
     np.savez(out / "test.npz", x=xs, y=ys.astype("U"))
     recipe = {
-        "teachers": [{"path": "teachers/digits-0-4"}, {"path": "teachers/digits-5-9"}],
+        "teachers": [  # "backbone": the feature tap that cfl and dfa need
+            {"path": "teachers/digits-0-4", "features": "backbone"},
+            {"path": "teachers/digits-5-9", "features": "backbone"},
+        ],
         "data": "pool.npz",
         "test": "test.npz",
         "method": "uhc",
