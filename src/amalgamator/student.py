@@ -128,8 +128,8 @@ class Student:
     def logits(self, x: Any, batch_size: int = 512) -> torch.Tensor:
         inputs = x if isinstance(x, Inputs) else Inputs(x, what="x")
         self.network.eval()
-        outs = [self.network(self.featurizer(b)) for b in inputs.batches(batch_size)]
-        return torch.cat(outs)
+        feats = Inputs(self.featurizer.transform(inputs))  # whole dataset at once: featurizers may cache
+        return torch.cat([self.network(b) for b in feats.batches(batch_size)])
 
     def predict_proba(self, x: Any, batch_size: int = 512) -> np.ndarray:
         """(n, len(labels)) probabilities; rows sum to 1 for a multiclass student."""
