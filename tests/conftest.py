@@ -19,18 +19,23 @@ def _isolated_store(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("AMALGAMATOR_QUIET", "1")
 
 
-def fit_mlp(x: np.ndarray, y: np.ndarray, labels: list[str], hidden: int, seed: int, dropout: float = 0.1) -> nn.Module:
-    torch.manual_seed(seed)
-    m = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, len(labels)))
+def fit_on_labels(m: nn.Module, x: np.ndarray, y: np.ndarray, labels: list[str], steps: int) -> nn.Module:
+    """Full-batch Adam on the rows whose label is in ``labels``: a quick test teacher."""
     keep = np.isin(y, labels)
     xt = torch.as_tensor(x[keep])
     yt = torch.as_tensor([labels.index(v) for v in y[keep]])
     opt = torch.optim.Adam(m.parameters(), 1e-2)
-    for _ in range(80):
+    for _ in range(steps):
         opt.zero_grad()
         nn.functional.cross_entropy(m(xt), yt).backward()
         opt.step()
     return m.eval()
+
+
+def fit_mlp(x: np.ndarray, y: np.ndarray, labels: list[str], hidden: int, seed: int, dropout: float = 0.1) -> nn.Module:
+    torch.manual_seed(seed)
+    m = nn.Sequential(nn.Linear(x.shape[1], hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, len(labels)))
+    return fit_on_labels(m, x, y, labels, 80)
 
 
 @pytest.fixture(scope="session")

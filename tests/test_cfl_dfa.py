@@ -17,7 +17,7 @@ from amalgamator.errors import MethodError
 from amalgamator.methods.cfl import CFL, mmd
 from amalgamator.methods.dfa import DFA, plan
 
-from .conftest import HIGH, LOW, fit_mlp
+from .conftest import HIGH, LOW, fit_mlp, fit_on_labels
 
 FAST = dict(epochs=15, batch_size=64, lr=3e-3)
 
@@ -38,14 +38,7 @@ def _conv_teacher(x: np.ndarray, y: np.ndarray, labels: list[str]) -> am.Teacher
     m = nn.Sequential(
         nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 16, len(labels))
     )
-    keep = np.isin(y, labels)
-    xt = torch.as_tensor(x[keep]).reshape(-1, 1, 8, 8)
-    yt = torch.as_tensor([labels.index(v) for v in y[keep]])
-    opt = torch.optim.Adam(m.parameters(), 1e-2)
-    for _ in range(60):
-        opt.zero_grad()
-        nn.functional.cross_entropy(m(xt), yt).backward()
-        opt.step()
+    fit_on_labels(m, x.reshape(-1, 1, 8, 8), y, labels, 60)
     return am.Teacher(m.eval(), labels, name="conv", features="2", preprocess=lambda b: b.reshape(-1, 1, 8, 8))
 
 

@@ -29,42 +29,44 @@ def _scalar_str(v: Any) -> Any:
     return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
 
-class DataSpec(BaseModel):
-    """A data file: a bare path, or a path with the columns to read."""
+def _str_list(v: Any) -> Any:
+    """One name or a list of names (YAML may read them as numbers) → a list of strings."""
+    if isinstance(v, (str, int)) and not isinstance(v, bool):
+        return [str(v)]
+    return [_scalar_str(x) for x in v] if isinstance(v, list) else v
+
+
+class _PathSpec(BaseModel):
+    """A spec that may also be written as a bare path."""
 
     model_config = _STRICT
 
     path: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_path(cls, v: Any) -> Any:
+        return {"path": str(v)} if isinstance(v, (str, Path)) else v
+
+
+class DataSpec(_PathSpec):
+    """A data file: a bare path, or a path with the columns to read."""
+
     text_column: str | None = None
     feature_columns: list[str] | None = None
     label_column: str | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _from_path(cls, v: Any) -> Any:
-        return {"path": str(v)} if isinstance(v, (str, Path)) else v
-
     @field_validator("feature_columns", mode="before")
     @classmethod
-    def _one_column(cls, v: Any) -> Any:
-        if isinstance(v, (str, int)):
-            return [str(v)]
-        return [_scalar_str(c) for c in v] if isinstance(v, list) else v
+    def _columns(cls, v: Any) -> Any:
+        return _str_list(v)
 
 
-class TeacherSpec(BaseModel):
+class TeacherSpec(_PathSpec):
     """A saved teacher folder (amalgamator student or Hugging Face checkpoint)."""
 
-    model_config = _STRICT
-
-    path: str
     name: str | None = None
     features: list[str] | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_path(cls, v: Any) -> Any:
-        return {"path": str(v)} if isinstance(v, (str, Path)) else v
 
     @field_validator("name", mode="before")
     @classmethod
@@ -74,9 +76,7 @@ class TeacherSpec(BaseModel):
     @field_validator("features", mode="before")
     @classmethod
     def _features(cls, v: Any) -> Any:
-        if isinstance(v, (str, int)) and not isinstance(v, bool):
-            return [str(v)]
-        return [_scalar_str(f) for f in v] if isinstance(v, list) else v
+        return _str_list(v)
 
 
 class TrainSpec(BaseModel):

@@ -24,7 +24,7 @@ from . import __version__
 from .data import Inputs
 from .errors import DataError, TeacherError
 from .labels import LabelSpace
-from .models import FEATURIZERS, Featurizer, Identity, build
+from .models import Featurizer, Identity, build, featurizer_class
 
 FORMAT = 1
 _FEAT_PREFIX = "featurizer."
@@ -107,7 +107,7 @@ class Student:
         if isinstance(spec, str):
             featurizer, backbone, resolved = build(spec, inputs, options)
             featurizer.fit(inputs)
-            if spec == "text" and "in_dim" not in resolved:  # text width is known only after fitting
+            if "in_dim" not in resolved and hasattr(featurizer, "out_dim"):  # width known only after fitting
                 featurizer, backbone, resolved = build(
                     spec, inputs, {**resolved, "in_dim": featurizer.out_dim}, featurizer
                 )
@@ -200,10 +200,7 @@ def load_student(path: str | Path, backbone: nn.Module | None = None) -> Student
         raise TeacherError(f"{weights_path} is corrupt or not safetensors ({exc}); re-save the student.") from None
     feat_tensors = {k[len(_FEAT_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_FEAT_PREFIX)}
     net_tensors = {k: v for k, v in tensors.items() if not k.startswith(_FEAT_PREFIX)}
-    ftype = feat_meta["type"]
-    if ftype not in FEATURIZERS and ftype in ("tfidf", "sentence-encoder"):
-        from .models import text  # noqa: F401  (registers the text featurizers)
-    featurizer = FEATURIZERS[ftype].from_saved(feat_meta["config"], feat_tensors)
+    featurizer = featurizer_class(feat_meta["type"]).from_saved(feat_meta["config"], feat_tensors)
     if arch.get("preset"):
         _, bb, _ = build(arch["preset"], None, arch["options"], featurizer)
     elif backbone is not None:

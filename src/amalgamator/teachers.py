@@ -144,13 +144,14 @@ class Teacher:
                 f"{len(self.labels)} labels; give exactly one label name per output."
             )
 
-    def prepare_all(self, inputs: Inputs) -> Inputs | None:
-        """The whole dataset preprocessed once, when the preprocessing is a featurizer (it may cache
-        on disk, e.g. sentence embeddings); None otherwise. Feed its batches with ``prepared=True``."""
+    def source(self, inputs: Inputs) -> tuple[Inputs, bool]:
+        """What to batch over, and the ``prepared=`` flag for its batches: the whole dataset preprocessed
+        once when the preprocessing is a featurizer (it may cache on disk, e.g. sentence embeddings), else
+        the raw inputs."""
         transform = getattr(self.preprocess, "transform", None)
         if transform is None:
-            return None
-        return Inputs(transform(inputs), what=f"teacher {self.name!r} features")
+            return inputs, False
+        return Inputs(transform(inputs), what=f"teacher {self.name!r} features"), True
 
     @torch.no_grad()
     def run(
@@ -158,7 +159,7 @@ class Teacher:
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Eval-mode logits for a batch, and the outputs of the feature taps if asked.
 
-        ``prepared=True``: the batch is already preprocessed (from :meth:`prepare_all`)."""
+        ``prepared=True``: the batch is already preprocessed (from :meth:`source`)."""
         self.model.eval()
         caught: dict[str, torch.Tensor] = {}
         handles = []
@@ -179,9 +180,8 @@ class Teacher:
     def logits(self, x: Any, batch_size: int = 256) -> torch.Tensor:
         """Eval-mode logits for a whole dataset (array, tensor, Dataset or list of str)."""
         inputs = x if isinstance(x, Inputs) else Inputs(x, what="x")
-        prepared = self.prepare_all(inputs)
-        source = prepared if prepared is not None else inputs
-        return torch.cat([self.run(b, prepared=prepared is not None)[0] for b in source.batches(batch_size)])
+        source, prepared = self.source(inputs)
+        return torch.cat([self.run(b, prepared=prepared)[0] for b in source.batches(batch_size)])
 
     def predict(self, x: Any) -> np.ndarray:
         """The teacher's own label names (it can only ever name its own labels)."""

@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import DataError, LabelError, suggest
+from ..store import cache_home
 
 FASHION_LABELS = [
     "T-shirt/top",
@@ -99,8 +100,7 @@ def load(name: str) -> Benchmark:
 
 def cache_dir() -> Path:
     """``$AMALGAMATOR_CACHE/data``, else ``~/.cache/amalgamator/data``."""
-    base = os.environ.get("AMALGAMATOR_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "amalgamator")
-    return Path(base) / "data"
+    return cache_home() / "data"
 
 
 def _fingerprint(name: str, files: Sequence[Path]) -> str:

@@ -19,14 +19,14 @@ from typing import Any
 import numpy as np
 
 from ..api import train_classifier
+from ..store import cache_home
 from ..teachers import Teacher
 
 CACHE_VERSION = 1
 
 
 def cache_root() -> Path:
-    base = os.environ.get("AMALGAMATOR_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "amalgamator")
-    return Path(base) / "teachers"
+    return cache_home() / "teachers"
 
 
 @dataclass

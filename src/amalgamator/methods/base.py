@@ -13,6 +13,7 @@ The engine drives every method the same way and knows nothing about any of them.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -197,23 +198,25 @@ def soft_cross_entropy(target: torch.Tensor, logits: torch.Tensor, weight: torch
     return per_row.mean()
 
 
-def union_logits(ctx: Context, reduce: str = "mean") -> torch.Tensor:
-    """Teacher logits placed in union order, (rows, n_union).
-
-    A label named by several teachers gets the ``mean`` (KD, SPEC Family A) or the ``max``
-    (ensemble) of their logits. Every union label is named by some teacher, so no column
-    is left empty.
-    """
-    n, c = len(ctx), len(ctx.union)
-    total = torch.zeros(n, c)
-    count = torch.zeros(c)
-    best = torch.full((n, c), -torch.inf)
-    for i in range(len(ctx.teachers)):
-        pos = ctx.positions(i)
-        lg = ctx.logits(i)
+def place_in_union(parts: Sequence[tuple[torch.Tensor, torch.Tensor]], n_union: int, reduce: str) -> torch.Tensor:
+    """Teachers' logits side by side in union order, (rows, n_union); ``parts`` holds, per teacher,
+    the union positions of its labels and its logits. A label named by several teachers gets the
+    ``mean`` (KD, SPEC Family A) or the ``max`` (ensemble) of their logits."""
+    n = len(parts[0][1])
+    if reduce == "max":
+        best = torch.full((n, n_union), -torch.inf)
+        for pos, lg in parts:
+            best[:, pos] = torch.maximum(best[:, pos], lg)
+        return best
+    total, count = torch.zeros(n, n_union), torch.zeros(n_union)
+    for pos, lg in parts:
         total[:, pos] += lg
         count[pos] += 1
-        best[:, pos] = torch.maximum(best[:, pos], lg)
-    if reduce == "max":
-        return best
     return total / count
+
+
+def union_logits(ctx: Context, reduce: str = "mean") -> torch.Tensor:
+    """The stored teacher logits of every training row placed in union order (see :func:`place_in_union`);
+    every union label is named by some teacher, so no column is left empty."""
+    parts = [(ctx.positions(i), ctx.logits(i)) for i in range(len(ctx.teachers))]
+    return place_in_union(parts, len(ctx.union), reduce)

@@ -20,7 +20,7 @@ from ..data import Inputs
 from ..errors import MethodError
 from ..labels import LabelSpace
 from ..teachers import Teacher
-from .base import Context, Method, StudentOutput, register
+from .base import Context, Method, StudentOutput, place_in_union, register
 
 
 @register
@@ -46,16 +46,10 @@ class EnsemblePredictor:
 
     def _logits(self, x: Any) -> torch.Tensor:
         inputs = x if isinstance(x, Inputs) else Inputs(x, what="x")
-        out = torch.full((len(inputs), len(self.union)), -torch.inf)
-        start = 0
-        for batch in inputs.batches(self.batch_size):
-            rows = slice(start, start + len(batch))
-            for t in self.teachers:
-                pos = torch.as_tensor(self.union.positions(t.labels))
-                lg, _ = t.run(batch)
-                out[rows, pos] = torch.maximum(out[rows, pos], lg)
-            start += len(batch)
-        return out
+        parts = [
+            (torch.as_tensor(self.union.positions(t.labels)), t.logits(inputs, self.batch_size)) for t in self.teachers
+        ]
+        return place_in_union(parts, len(self.union), "max")
 
     def predict_proba(self, x: Any) -> np.ndarray:
         return self._logits(x).softmax(-1).numpy()

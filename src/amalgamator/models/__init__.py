@@ -83,6 +83,15 @@ def _text(inputs, options, featurizer):
     return text_preset(inputs, options, featurizer)
 
 
+def featurizer_class(kind: str) -> type[Featurizer]:
+    """The featurizer class saved under ``kind``; the text featurizers register on first need."""
+    if kind not in FEATURIZERS:
+        from . import text  # noqa: F401  (registers "tfidf" and "sentence-encoder")
+    if kind not in FEATURIZERS:
+        raise DataError(f"unknown featurizer {kind!r} in student.json; known: {sorted(FEATURIZERS)}.")
+    return FEATURIZERS[kind]
+
+
 def build(
     name: str, inputs: Inputs | None, options: dict[str, Any] | None = None, featurizer: Featurizer | None = None
 ):
@@ -93,4 +102,14 @@ def build(
     return PRESETS[name](inputs, dict(options or {}), featurizer)
 
 
-__all__ = ["FEATURIZERS", "Featurizer", "Identity", "MLP", "PRESETS", "SmallCNN", "build", "image_shape"]
+__all__ = [
+    "FEATURIZERS",
+    "Featurizer",
+    "Identity",
+    "MLP",
+    "PRESETS",
+    "SmallCNN",
+    "build",
+    "featurizer_class",
+    "image_shape",
+]
