@@ -8,6 +8,7 @@ result.student.predict(x)
 __version__ = "0.1.0"
 
 from .api import Result, amalgamate, train_classifier  # noqa: E402
+from .data import pad_sequences  # noqa: E402
 from .errors import AmalgamatorError  # noqa: E402
 from .labels import LabelSpace  # noqa: E402
 from .metrics import evaluate  # noqa: E402
@@ -24,5 +25,6 @@ __all__ = [
     "amalgamate",
     "evaluate",
     "load_student",
+    "pad_sequences",
     "train_classifier",
 ]

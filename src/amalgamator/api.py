@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +138,11 @@ def amalgamate(
         y_parts.append(y_few)
     if not parts:
         raise DataError("no data: pass data= (unlabeled examples) and/or labeled=(x, y).")
+    if labeled is not None and method_obj.uses_labels != "never" and len(y_parts[-1]) < len(teachers):
+        _progress.warn(
+            f"the labeled set has {len(y_parts[-1])} examples for {len(teachers)} teachers: too few to learn "
+            "anything about every teacher; label at least a few examples per teacher."
+        )
     if method_obj.uses_labels == "required" and labeled is None:
         raise MethodError(f"method {method!r} trains on labels: pass labeled=(x, y) with y as label names.")
     method_obj.validate(teachers)
@@ -160,17 +165,24 @@ def amalgamate(
 
     set_seed(seed)
     st = Student.create(student, inputs, list(union), "multiclass", student_options)
-    ctx = Context(teachers=teachers, union=union, outputs=outputs, inputs=inputs, y=y, student=st)
-    targets = method_obj.prepare(ctx)
-    rows = method_obj.train_rows(ctx)
     x = st.featurizer.transform(inputs)
-    history = fit(st.network, method_obj, x, targets, rows, cfg, out=out_path, resume=resume)
+    ctx = Context(
+        teachers=teachers, union=union, outputs=outputs, inputs=inputs, y=y, student=st, features=x, config=cfg
+    )
+
+    def train(targets, rows, stage: str = "", epochs: int | None = None) -> History:
+        stage_cfg = replace(cfg, epochs=epochs) if epochs is not None else cfg
+        stage_out = (out_path / stage if stage else out_path) if out_path is not None else None
+        return fit(st.network, method_obj, x, targets, rows, stage_cfg, out=stage_out, resume=resume)
+
+    history = method_obj.run(ctx, train)
 
     st.method = method
     st.info = {
         "teachers": [{"name": t.name, "labels": list(t.labels)} for t in teachers],
         "method_options": method_obj.options,
-        "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "rows": int(len(rows))},
+        "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed},
+        "rows": {"total": int(len(y)), "labeled": int((y >= 0).sum())},
         "final_loss": history.loss[-1],
     }
     timings = {

@@ -30,10 +30,61 @@ def _as_tensor(arr: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
         raise DataError(f"{what} has dtype {t.dtype}; give numbers (float or int) or a list of strings.")
     if t.ndim == 0:
         raise DataError(f"{what} is a scalar; give one row per example.")
-    if t.is_floating_point() and not torch.isfinite(t).all():
+    if t.is_floating_point() and not torch.isfinite(t).all() and not _is_nan_padding(t):
         bad = int((~torch.isfinite(t)).reshape(len(t), -1).any(1).sum())
-        raise DataError(f"{what} holds NaN or infinite values in {bad} rows; clean or drop them first.")
+        raise DataError(
+            f"{what} holds NaN or infinite values in {bad} rows; clean or drop them first "
+            "(variable-length sequences: pad with NaN only at the end, all channels at once; see pad_sequences)."
+        )
     return t.contiguous()
+
+
+def _is_nan_padding(t: torch.Tensor) -> bool:
+    """Whether the non-finite values of an (n, channels, length) tensor are only NaN end padding:
+    a time step is either NaN in every channel or in none, padded steps come after every real one,
+    and each row keeps at least one real step."""
+    if t.ndim != 3 or torch.isinf(t).any():
+        return False
+    nan = torch.isnan(t)
+    padded = nan.all(1)  # (n, length)
+    if not torch.equal(nan, padded.unsqueeze(1).expand_as(nan)) or padded[:, 0].any():
+        return False
+    return bool((padded[:, :-1] <= padded[:, 1:]).all())  # once padded, padded to the end
+
+
+def pad_sequences(sequences: Sequence[Any], what: str = "sequences") -> np.ndarray:
+    """Stack variable-length sequences, each ``(channels, length_i)`` (or ``(length_i,)`` for one
+    channel), into one float32 ``(n, channels, max_length)`` array padded with NaN at the end.
+
+    NaN padding carries each row's length inside the array itself, so padded data flows through the
+    store, the engine and any teacher unchanged; the sequence models read lengths back with
+    :func:`sequence_lengths`.
+    """
+    arrays = [np.asarray(s, dtype=np.float32) for s in sequences]
+    if not arrays:
+        raise DataError(f"{what} is empty: give at least one sequence.")
+    arrays = [a[None, :] if a.ndim == 1 else a for a in arrays]
+    bad = [i for i, a in enumerate(arrays) if a.ndim != 2 or a.shape[1] == 0]
+    if bad:
+        raise DataError(f"{what}[{bad[0]}] has shape {arrays[bad[0]].shape}; give (channels, length) per sequence.")
+    channels = sorted({a.shape[0] for a in arrays})
+    if len(channels) > 1:
+        first = {c: next(i for i, a in enumerate(arrays) if a.shape[0] == c) for c in channels}
+        raise DataError(
+            f"{what} have different channel counts {channels} (e.g. rows {list(first.values())}); "
+            "every sequence needs the same channels."
+        )
+    if any(not np.isfinite(a).all() for a in arrays):
+        raise DataError(f"{what} hold NaN or infinite values; clean them before padding.")
+    out = np.full((len(arrays), channels[0], max(a.shape[1] for a in arrays)), np.nan, dtype=np.float32)
+    for i, a in enumerate(arrays):
+        out[i, :, : a.shape[1]] = a
+    return out
+
+
+def sequence_lengths(x: torch.Tensor) -> torch.Tensor:
+    """Real length of each row of an ``(n, channels, length)`` batch padded with NaN at the end."""
+    return (~torch.isnan(x[:, 0, :])).sum(1)
 
 
 def _materialize_dataset(ds: Dataset, what: str) -> torch.Tensor | list[str]:
@@ -126,6 +177,19 @@ class Inputs:
         if parts[0].is_text:
             return Inputs([s for p in parts for s in p.values])
         shapes = {tuple(p.values.shape[1:]) for p in parts}  # type: ignore[union-attr]
+        if len({s[:1] for s in shapes}) > 1 and all(len(s) == 2 for s in shapes):
+            raise DataError(
+                f"labeled and unlabeled sequences have different channel counts {sorted(s[0] for s in shapes)}; "
+                "give both the same channels."
+            )
+        if len(shapes) > 1 and all(len(s) == 2 for s in shapes):  # sequences of different padded lengths
+            return Inputs(_pad_to_common_length([p.values for p in parts]))  # type: ignore[misc]
         if len(shapes) > 1:
             raise DataError(f"labeled and unlabeled data have different row shapes {sorted(shapes)}; make them match.")
         return Inputs(torch.cat([p.values for p in parts]))  # type: ignore[misc]
+
+
+def _pad_to_common_length(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Concatenate (n_i, channels, length_i) parts, NaN-padding the shorter ones at the end."""
+    length = max(p.shape[2] for p in parts)
+    return torch.cat([torch.nn.functional.pad(p, (0, length - p.shape[2]), value=float("nan")) for p in parts])

@@ -11,11 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import AmalgamatorError, suggest
-from . import digits, multiclass, store_effect
+from . import digits, multiclass, semisupervised, store_effect
 
 SUITES: dict[str, tuple[Callable[..., dict], str]] = {
     "digits": (digits.run, "the demo's comparison (teachers, ensemble, kd, uhc, supervised) over seeds"),
     "multiclass": (multiclass.run, "Family A on Fashion-MNIST, letters and fortunes (MUKI Tables 1-4, CFL)"),
+    "semisupervised": (semisupervised.run, "Family B on SYN and HAPT sequences (thesis Ch. 3 Tables 3-5)"),
     "store": (store_effect.run, "wall time of kd reading the teacher-output store vs running teachers every step"),
 }
 

@@ -117,3 +117,33 @@ def cfl_tsne(result, teachers, x, y, path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def trust_plot(results: dict, path: Path) -> Path:
+    """Teacher Coordinator's mean trust per teacher for each true class (lowest label ratio run),
+    one panel per dataset and setting; a class's owners are named under it."""
+    data = list(results["data"])
+    settings = list(results["data"][data[0]]["runs"][0]["settings"])
+    fig, axes = plt.subplots(len(data), len(settings), figsize=(4.2 * len(settings), 3.2 * len(data)), squeeze=False)
+    for i, ds in enumerate(data):
+        runs = results["data"][ds]["runs"]
+        for j, setting in enumerate(settings):
+            ax, s0 = axes[i][j], runs[0]["settings"][setting]
+            ratio = min(s0["ratios"], key=float)
+            per_run = [run["settings"][setting]["ratios"][ratio]["tc"]["trust_by_class"] for run in runs]
+            classes = list(per_run[0])
+            trust = np.nanmean([[r[c] for c in classes] for r in per_run], axis=0)  # classes × teachers
+            groups = s0["groups"]
+            width = 0.8 / trust.shape[1]
+            for k in range(trust.shape[1]):
+                ax.bar(np.arange(len(classes)) + k * width, trust[:, k], width, label=f"trust in T{k + 1}")
+            ticks = [f"{c[:10]}\n({'+'.join(f'T{k + 1}' for k, g in enumerate(groups) if c in g)})" for c in classes]
+            ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, ticks, fontsize=6)
+            ax.set_ylim(0, 1)
+            ax.set_title(f"{results['data'][ds]['title']}, {setting}, {100 * float(ratio):.0f}% labels", fontsize=8)
+            if i == 0 and j == 0:
+                ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

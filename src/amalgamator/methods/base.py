@@ -13,7 +13,8 @@ The engine drives every method the same way and knows nothing about any of them.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -69,6 +70,22 @@ class Context:
     y: torch.Tensor  # union index per row, -1 where the row is unlabeled
     student: Any = None  # the untrained Student (featurizer + network), for shape probes
     extras: dict[str, Any] = field(default_factory=dict)
+    features: torch.Tensor | None = None  # the student's featurized inputs, one row per training row
+    config: Any = None  # the run's TrainConfig (methods that train auxiliary networks reuse it)
+
+    @property
+    def unlabeled(self) -> torch.Tensor:
+        return self.y < 0
+
+    def fresh_network(self, n_outputs: int) -> nn.Module:
+        """A newly initialised network of the student's architecture with ``n_outputs`` outputs, for
+        auxiliary models that read the same features (TC's Teacher Trust Learner)."""
+        net = copy.deepcopy(self.student.network)
+        for module in net.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        net.head = nn.Linear(net.head.in_features, n_outputs)
+        return net
 
     @property
     def spaces(self) -> list[LabelSpace]:
@@ -162,6 +179,23 @@ class Method:
 
     def loss(self, batch: dict[str, torch.Tensor], out: StudentOutput) -> torch.Tensor:
         raise NotImplementedError
+
+    def run(self, ctx: Context, train: Trainer) -> Any:
+        """Train the student and return the engine's History. The default is one engine pass over
+        ``prepare``'s targets; methods with several stages (self-training rounds) override it."""
+        return train(self.prepare(ctx), self.train_rows(ctx))
+
+
+#: ``train(targets, rows, stage="", epochs=None) -> History``: one engine pass on the student network;
+#: ``stage`` names a separate checkpoint folder, ``epochs`` overrides the run's epoch count.
+Trainer = Callable[..., Any]
+
+
+def epochs_for(rows: int, batch_size: int, epochs: int, min_steps: int) -> int:
+    """At least ``epochs``, and enough epochs for ``min_steps`` optimiser steps: a few dozen labeled
+    rows make one batch per epoch, and ten steps train nothing."""
+    per_epoch = max(1, -(-rows // batch_size))
+    return max(epochs, -(-min_steps // per_epoch))
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from ..errors import DataError
 from .cnn import SmallCNN
 from .featurize import FEATURIZERS, Featurizer, Identity
 from .mlp import MLP
+from .sequence import SequenceCNN, SequenceLSTM, cnn1d_preset, lstm_preset
 
 Builder = Callable[[Inputs | None, dict[str, Any], Featurizer | None], tuple[Featurizer, nn.Module, dict[str, Any]]]
 PRESETS: dict[str, Builder] = {}
@@ -83,6 +84,10 @@ def _text(inputs, options, featurizer):
     return text_preset(inputs, options, featurizer)
 
 
+PRESETS["lstm"] = lstm_preset
+PRESETS["cnn1d"] = cnn1d_preset
+
+
 def featurizer_class(kind: str) -> type[Featurizer]:
     """The featurizer class saved under ``kind``; the text featurizers register on first need."""
     if kind not in FEATURIZERS:
@@ -108,6 +113,8 @@ __all__ = [
     "Identity",
     "MLP",
     "PRESETS",
+    "SequenceCNN",
+    "SequenceLSTM",
     "SmallCNN",
     "build",
     "featurizer_class",

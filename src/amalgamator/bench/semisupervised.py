@@ -1,0 +1,343 @@
+"""Suite ``semisupervised``: Family B on sequences, the thesis's (`000`) Tables 3–5 in miniature.
+
+Two teachers, each trained on its own classes, are amalgamated into an LSTM student from an
+unlabeled pool of which a small fraction (2, 4, 6, 8 %) carries labels.
+
+- **Table 3**: teachers sharing 2 of the 6 classes ({1,2,3,4} and {3,4,5,6}), at every label ratio.
+- **Table 4**: those overlapping sets against exclusive ones ({1,2,3} and {4,5,6}), at 2 %.
+- **Table 5**: an overconfident teacher with twice the classes of the other ({1,2} and {3,4,5,6}), at 2 %.
+
+Data: **SYN** (the thesis's own control charts, 300 train / 300 test; SYN is too small for three
+disjoint roles, so the teachers train on the training series of their classes and the pool is
+the same 300 series without labels) and **HAPT** (the thesis's HAR: 6-channel windows of 128
+samples, split by subject into teacher, pool and test subjects, so no subject is in two roles;
+the split is drawn per seed). SYN's teachers are both LSTMs, as in the thesis; HAPT's are an
+LSTM and a 1-D CNN. Labeled rows are a stratified sample of the pool.
+
+Rows: each teacher alone; SupLSTM (``sup``), SelfTrain, KD, CFL, UHC, SupKD, SupUHC, TC, and
+rows the thesis did not have: ``tc+labels``, MUKI-soft, and the supervised bound (the student
+trained on the whole pool's true labels). The label-free methods (KD, CFL, UHC, MUKI-soft) train
+on the whole pool, D_l ∪ D_u, so one run serves every label ratio. The thesis's SYN figures are
+printed beside ours. Every run uses the last epoch (no model selection on the test split).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import progress
+from ..api import amalgamate
+from ..metrics import multiclass_metrics
+from ..report import markdown_table, write_json
+from ..store import TeacherStore
+from .common import machine, mean_std
+from .teachers import TeacherSpec, teacher_set
+
+RATIOS = (0.02, 0.04, 0.06, 0.08)
+LABEL_METHODS = ["sup", "selftrain", "supkd", "supuhc", "tc", "tc+labels"]
+FREE_METHODS = ["kd", "cfl", "uhc", "muki-soft"]
+ROW_ORDER = ["sup", "selftrain", "kd", "cfl", "uhc", "supkd", "supuhc", "tc", "tc+labels", "muki-soft"]
+ROW_NAMES = {"sup": "SupLSTM", "selftrain": "SelfTrain", "kd": "KD", "cfl": "CFL", "uhc": "UHC", "supkd": "SupKD",
+             "supuhc": "SupUHC", "tc": "TC", "tc+labels": "TC + labels", "muki-soft": "MUKI-soft"}  # fmt: skip
+
+#: The thesis's SYN figures (accuracy), Table 3 (per ratio), Table 4 (exclusive) and Table 5.
+THESIS_SYN = {
+    "overlap": {"teacher T1": [.66] * 4, "teacher T2": [.64] * 4, "sup": [.51, .58, .66, .71],
+                "selftrain": [.58, .65, .75, .79], "kd": [.87] * 4, "cfl": [.63] * 4, "uhc": [.86] * 4,
+                "supkd": [.55, .61, .67, .69], "supuhc": [.47, .58, .66, .70], "tc": [.90, .91, .92, .93]},
+    "exclusive": {"teacher T1": [.50], "teacher T2": [.47], "sup": [.51], "selftrain": [.58], "kd": [.54],
+                  "cfl": [.50], "uhc": [.61], "supkd": [.48], "supuhc": [.53], "tc": [.77]},
+    "overconfident": {"teacher T1": [.33], "teacher T2": [.64], "sup": [.51], "selftrain": [.58], "kd": [.66],
+                      "cfl": [.64], "uhc": [.66], "supkd": [.49], "supuhc": [.51], "tc": [.85]},
+}  # fmt: skip
+
+
+@dataclass
+class Setting:
+    """A pair of teacher class sets (by class position) and the label ratios it is run at."""
+
+    key: str
+    title: str
+    groups: Callable[[tuple[str, ...]], list[list[str]]]
+    ratios: tuple[float, ...]
+
+
+SETTINGS = [
+    Setting("overlap", "overlapping ({1,2,3,4} / {3,4,5,6})", lambda c: [list(c[0:4]), list(c[2:6])], RATIOS),
+    Setting("exclusive", "exclusive ({1,2,3} / {4,5,6})", lambda c: [list(c[0:3]), list(c[3:6])], (0.02,)),
+    Setting("overconfident", "overconfident ({1,2} / {3,4,5,6})", lambda c: [list(c[0:2]), list(c[2:6])], (0.02,)),
+]
+
+
+@dataclass
+class Data:
+    """One dataset column: how to draw its roles per seed, and its architectures and budgets."""
+
+    key: str
+    title: str
+    archs: list[tuple[str, dict[str, Any]]]
+    epochs: int
+    teacher_epochs: int
+    batch_size: int
+    lr: float = 3e-3
+    pool_rows: int | None = None
+    test_rows: int | None = None
+
+
+def data_cases(quick: bool) -> list[Data]:
+    lstm = ("lstm", {"hidden": 64})
+    cases = [
+        Data("syn", "SYN", [lstm, lstm], epochs=60, teacher_epochs=60, batch_size=32),
+        Data("hapt", "HAPT", [lstm, ("cnn1d", {})], epochs=25, teacher_epochs=30, batch_size=64,
+             pool_rows=1500, test_rows=1500),
+    ]  # fmt: skip
+    if quick:
+        for c in cases:
+            c.epochs, c.teacher_epochs = max(3, c.epochs // 10), max(3, c.teacher_epochs // 6)
+            c.pool_rows, c.test_rows = 300, 300
+    return cases
+
+
+def roles(case: Data, seed: int, cache: dict) -> dict[str, Any]:
+    """Teacher, pool and test arrays for one seed (SYN: fixed split; HAPT: a subject split per seed)."""
+    rng = np.random.default_rng(seed)
+    if case.key == "syn":
+        from .sequences import load_syn
+
+        d = cache.setdefault("syn", load_syn())
+        out = {"x_teacher": d.x_train, "y_teacher": d.y_train, "x_pool": d.x_train, "y_pool": d.y_train,
+               "x_test": d.x_test, "y_test": d.y_test, "classes": d.classes,
+               "split": "syn_train / syn_test"}  # fmt: skip
+    else:
+        from .hapt import load_hapt, subject_split
+
+        d = cache.setdefault("hapt", load_hapt())
+        t_idx, p_idx, s_idx = subject_split(d, seed=seed)
+        out = {"x_teacher": d.x[t_idx], "y_teacher": d.y[t_idx], "x_pool": d.x[p_idx], "y_pool": d.y[p_idx],
+               "x_test": d.x[s_idx], "y_test": d.y[s_idx], "classes": d.classes,
+               "split": "subjects " + " / ".join(str(sorted(set(d.subject[i].tolist()))) for i in
+                                                 (t_idx, p_idx, s_idx))}  # fmt: skip
+    for role, n in (("pool", case.pool_rows), ("test", case.test_rows)):
+        if n is not None and len(out[f"y_{role}"]) > n:
+            keep = np.sort(rng.choice(len(out[f"y_{role}"]), n, replace=False))
+            out[f"x_{role}"], out[f"y_{role}"] = out[f"x_{role}"][keep], out[f"y_{role}"][keep]
+    return out
+
+
+def run_setting(case: Data, setting: Setting, seed: int, r: dict[str, Any], store: Path) -> dict[str, Any]:
+    """Teachers (cached) and every row at every label ratio of one setting, for one seed."""
+    from .sequences import labeled_subset
+
+    groups = setting.groups(r["classes"])
+    specs = [TeacherSpec(f"T{i + 1}", g, arch, opts, epochs=case.teacher_epochs, lr=case.lr,
+                         batch_size=case.batch_size)
+             for i, (g, (arch, opts)) in enumerate(zip(groups, case.archs, strict=True))]  # fmt: skip
+    rows = np.arange(len(r["y_teacher"]))
+    teachers, train_s = teacher_set(f"{case.key}-seq", specs, r["x_teacher"], r["y_teacher"], rows, seed)
+    x_test, y_test = r["x_test"], r["y_test"]
+    result: dict[str, Any] = {"groups": groups, "teacher_training_s": train_s, "teachers": {}, "free": {}, "ratios": {}}
+    for t in teachers:
+        result["teachers"][f"teacher {t.name}"] = _acc(y_test, t.predict(x_test))
+    common = dict(student="lstm", student_options=dict(case.archs[0][1]), epochs=case.epochs,
+                  batch_size=case.batch_size, lr=case.lr, seed=seed, progress=False)  # fmt: skip
+    x_pool, y_pool = r["x_pool"], r["y_pool"]
+    for method in FREE_METHODS:
+        res = _timed(teachers, store, common, data=x_pool, method=method)
+        result["free"][method] = _score(res, x_test, y_test)
+    sup = _timed(teachers, store, common, labeled=(x_pool, y_pool), method="supervised")
+    result["free"]["supervised"] = _score(sup, x_test, y_test)
+    for ratio in setting.ratios:
+        lab = labeled_subset(y_pool, ratio, seed)
+        unl = np.setdiff1d(np.arange(len(y_pool)), lab)
+        cell: dict[str, Any] = {"labeled": int(len(lab))}
+        for method in LABEL_METHODS:
+            res = _timed(teachers, store, common, data=x_pool[unl], labeled=(x_pool[lab], y_pool[lab]), method=method)
+            cell[method] = _score(res, x_test, y_test)
+            if method == "tc":
+                cell[method].update(_trust_figures(res, teachers, y_pool[np.concatenate([unl, lab])], r["classes"]))
+        result["ratios"][f"{ratio:g}"] = cell
+    return result
+
+
+def _timed(teachers, store: Path, common: dict[str, Any], **kwargs: Any) -> Any:
+    t0 = time.perf_counter()
+    res = amalgamate(teachers, store=TeacherStore(store), **common, **kwargs)
+    res.timings["wall"] = time.perf_counter() - t0
+    return res
+
+
+def _acc(y_true, y_pred) -> float:
+    return multiclass_metrics(y_true, y_pred)["accuracy"]
+
+
+def _score(res, x_test, y_test) -> dict[str, Any]:
+    return {"accuracy": _acc(y_test, res.student.predict(x_test)), "wall_s": res.timings["wall"]}
+
+
+def _trust_figures(res, teachers, y_rows: np.ndarray, classes: tuple[str, ...]) -> dict[str, Any]:
+    """Mean trust per teacher for each true class, and how often the most trusted teacher owns it."""
+    from ..methods.coordinator import trust_by_class
+
+    trust = res.diagnostics["trust"].numpy()
+    owners = np.array([[c in t.labels for c in classes] for t in teachers])  # teachers × classes
+    y_idx = np.array([classes.index(v) for v in y_rows])
+    ok = owners[trust.argmax(1), y_idx]
+    per_class = trust_by_class(trust, y_rows, list(classes))
+    by_class = {c: per_class[i].tolist() for i, c in enumerate(classes)}
+    return {"ttl_routing": float(ok.mean()), "trust_by_class": by_class}
+
+
+def run(out: Path, quick: bool = False, seeds: int | None = None) -> dict:
+    n_seeds = seeds or (1 if quick else 3)
+    results: dict[str, Any] = {"seeds": n_seeds, "quick": quick, "data": {}}
+    cache: dict[str, Any] = {}
+    settings = SETTINGS if not quick else [Setting(s.key, s.title, s.groups, (0.04,)) for s in SETTINGS[:1]]
+    for case in data_cases(quick):
+        runs = []
+        for seed in range(n_seeds):
+            t0 = time.perf_counter()
+            r = roles(case, seed, cache)
+            sizes = {k: len(r[f"y_{k}"]) for k in ("teacher", "pool", "test")}
+            per: dict[str, Any] = {"split": r["split"], "sizes": sizes, "settings": {}}
+            with tempfile.TemporaryDirectory() as tmp:
+                for setting in settings:
+                    progress.console.print(f"[bold]{case.key}[/] {setting.key} seed {seed} …")
+                    per["settings"][setting.key] = run_setting(case, setting, seed, r, Path(tmp))
+            per["seconds"] = time.perf_counter() - t0
+            progress.console.print(f"  done in {per['seconds']:.0f} s")
+            runs.append(per)
+        results["data"][case.key] = {"title": case.title, "runs": runs, "setup": _setup(case)}
+    suffix = "-quick" if quick else ""
+    write_json(out / f"semisupervised{suffix}.json", results)
+    from .plots import trust_plot
+
+    figure = trust_plot(results, out / f"semisupervised-trust{suffix}.png")
+    md = render(results, {"Teacher Trust Learner: mean trust per true class": figure.name})
+    (out / f"semisupervised{suffix}.md").write_text(md)
+    progress.console.print(md, markup=False, highlight=False)
+    return results
+
+
+def _setup(case: Data) -> dict[str, Any]:
+    return {"teachers": [f"{a} {o}" for a, o in case.archs], "student": f"lstm {case.archs[0][1]}",
+            "epochs": case.epochs, "teacher_epochs": case.teacher_epochs, "batch_size": case.batch_size,
+            "lr": case.lr}  # fmt: skip
+
+
+# Rendering ---------------------------------------------------------------------------------
+
+
+def _values(results: dict, ds: str, setting: str, ratio: str, row: str) -> list[float]:
+    """Accuracy of ``row`` in every seed's run of one dataset, setting and label ratio."""
+    vals = []
+    for run in results["data"][ds]["runs"]:
+        s = run["settings"].get(setting)
+        if s is None:
+            continue
+        if row.startswith("teacher"):
+            vals.append(s["teachers"].get(row))
+        elif row in s["free"]:
+            vals.append(s["free"][row]["accuracy"])
+        elif ratio in s["ratios"] and row in s["ratios"][ratio]:
+            vals.append(s["ratios"][ratio][row]["accuracy"])
+    return [v for v in vals if v is not None]
+
+
+def _cell(results: dict, ds: str, setting: str, ratio: str, row: str) -> str:
+    vals = _values(results, ds, setting, ratio, row)
+    return mean_std(vals) if vals else "—"
+
+
+def _thesis(setting: str, row: str, i: int) -> str:
+    vals = THESIS_SYN.get(setting, {}).get(row)
+    return f"{100 * vals[i]:.0f}" if vals else "—"
+
+
+def _row_label(row: str) -> str:
+    return row if row.startswith("teacher") else ROW_NAMES.get(row, row)
+
+
+def _rows(results: dict) -> list[str]:
+    return ["teacher T1", "teacher T2", *ROW_ORDER, "supervised"]
+
+
+def render(results: dict, figures: dict[str, str]) -> str:
+    """Markdown: Tables 3–5 (ours beside the thesis's SYN), trust routing, setup, timings."""
+    data = list(results["data"])
+    ratios = [f"{r:g}" for r in RATIOS]
+    lines = ["# Bench: semi-supervised amalgamation of sequence classifiers (Family B, thesis Ch. 3)", "",
+             f"Test accuracy (%), mean ± std over {results['seeds']} seed(s), last epoch (no model selection). "
+             + ("**Quick mode: tiny pools, few epochs, one label ratio — a smoke check, not comparable.** "
+                if results["quick"] else "")
+             + "*thesis* columns: the thesis's SYN figures (its Tables 3–5). 'supervised' is the student trained "
+             "on the whole pool's true labels (an upper bound, not in the thesis).", ""]  # fmt: skip
+    first = results["data"][data[0]]["runs"][0]["settings"]
+    present = [r for r in ratios if r in first.get("overlap", {}).get("ratios", {})]
+    headers = ["method"]
+    for ds in data:
+        headers += [f"{results['data'][ds]['title']} {100 * float(r):.0f}%" for r in present]
+    headers += [f"thesis SYN {100 * float(r):.0f}%" for r in present]
+    table = []
+    for row in _rows(results):
+        cells = [_cell(results, ds, "overlap", r, row) for ds in data for r in present]
+        table.append([_row_label(row), *cells, *[_thesis("overlap", row, ratios.index(r)) for r in present]])
+    lines += ["## Table 3: label ratios (teachers share 2 of 6 classes)", "", markdown_table(headers, table), ""]
+    settings_run = [s for s in ("exclusive", "overconfident") if s in first]
+    if settings_run:
+        h4 = ["method", *[f"{results['data'][ds]['title']} overlapping" for ds in data],
+              *[f"{results['data'][ds]['title']} exclusive" for ds in data], "thesis SYN overlapping",
+              "thesis SYN exclusive"]  # fmt: skip
+        t4 = [[_row_label(row), *[_cell(results, ds, "overlap", "0.02", row) for ds in data],
+               *[_cell(results, ds, "exclusive", "0.02", row) for ds in data], _thesis("overlap", row, 0),
+               _thesis("exclusive", row, 0)] for row in _rows(results)]  # fmt: skip
+        lines += ["## Table 4: overlapping vs exclusive class sets (2 % labels)", "", markdown_table(h4, t4), ""]
+        h5 = ["method", *[results["data"][ds]["title"] for ds in data], "thesis SYN"]
+        t5 = [[_row_label(row), *[_cell(results, ds, "overconfident", "0.02", row) for ds in data],
+               _thesis("overconfident", row, 0)] for row in _rows(results)]  # fmt: skip
+        lines += ["## Table 5: an overconfident teacher (T2 has twice T1's classes; 2 % labels)", "",
+                  markdown_table(h5, t5), ""]  # fmt: skip
+    lines += _trust_section(results, data)
+    lines += _setup_section(results, data)
+    if figures:
+        lines += ["## Figures", ""] + [f"![{name}]({path})" for name, path in figures.items()] + [""]
+    lines += [f"Generated by `amalgamator bench semisupervised{' --quick' if results['quick'] else ''}` on "
+              f"{time.strftime('%Y-%m-%d')} ({machine()}).", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _trust_section(results: dict, data: list[str]) -> list[str]:
+    rows = []
+    for ds in data:
+        runs = results["data"][ds]["runs"]
+        for setting, s0 in runs[0]["settings"].items():
+            for ratio in s0["ratios"]:
+                vals = [run["settings"][setting]["ratios"][ratio]["tc"]["ttl_routing"] for run in runs]
+                rows.append([results["data"][ds]["title"], setting, f"{100 * float(ratio):.0f}%",
+                             str(s0["ratios"][ratio]["labeled"]), mean_std(vals)])  # fmt: skip
+    return ["## Does the Teacher Trust Learner learn whom to trust?", "",
+            "Fraction (%) of pool examples whose most trusted teacher (TC's trust, Eq. 8) owns the true class.", "",
+            markdown_table(["data", "setting", "labels", "labeled rows (seed 0)", "TTL routing %"], rows),
+            ""]  # fmt: skip
+
+
+def _setup_section(results: dict, data: list[str]) -> list[str]:
+    lines = ["## Setup", ""]
+    for ds in data:
+        d = results["data"][ds]
+        st, run0 = d["setup"], d["runs"][0]
+        z = run0["sizes"]
+        lines.append(f"- **{d['title']}**: rows teacher {z['teacher']} / pool {z['pool']} / test {z['test']} "
+                     f"(seed 0: {run0['split']}). Teachers: {'; '.join(st['teachers'])}, {st['teacher_epochs']} "
+                     f"epochs. Student: {st['student']}, {st['epochs']} epochs, batch {st['batch_size']}, "
+                     f"lr {st['lr']}. "
+                     f"Wall time per seed: {np.mean([r['seconds'] for r in d['runs']]):.0f} s.")  # fmt: skip
+        for key, s in run0["settings"].items():
+            lines.append(f"  - {key}: T1 {s['groups'][0]}, T2 {s['groups'][1]}")
+    return [*lines, ""]
