@@ -95,8 +95,8 @@ def data_cases(quick: bool) -> list[Data]:
     lstm = ("lstm", {"hidden": 64})
     cases = [
         Data("syn", "SYN", [lstm, lstm], epochs=60, teacher_epochs=60, batch_size=32),
-        Data("hapt", "HAPT", [lstm, ("cnn1d", {})], epochs=25, teacher_epochs=30, batch_size=64,
-             pool_rows=1500, test_rows=1500),
+        Data("hapt", "HAPT", [lstm, ("cnn1d", {})], epochs=20, teacher_epochs=30, batch_size=64,
+             pool_rows=1000, test_rows=1500),
     ]  # fmt: skip
     if quick:
         for c in cases:

@@ -98,7 +98,7 @@ class TeacherCoordinator(Method):
     family = "B: semi-supervised multi-class union"
     summary = "trust learner on the few labels weights each teacher per example; student mimics the blend"
     uses_labels = "required"
-    defaults = {"ttl_epochs": 50, "ttl_lr": 1e-3, "min_steps": 300, "trust": "softmax"}
+    defaults = {"ttl_epochs": 50, "ttl_lr": None, "min_steps": 300, "trust": "softmax"}
     #: whether labeled rows train on their true one-hot label instead of the surrogate target
     true_labels_on_labeled = False
 
@@ -108,9 +108,8 @@ class TeacherCoordinator(Method):
                 f"tc option trust must be 'softmax' (Eq. 8) or 'normalized'; got {self.options['trust']!r}."
             )
         check_labeled_cover(ctx, self.name)
-        ttl = train_trust_learner(
-            ctx, int(self.options["ttl_epochs"]), float(self.options["ttl_lr"]), int(self.options["min_steps"])
-        )
+        lr = float(self.options["ttl_lr"] or ctx.config.lr)  # default: the student's learning rate
+        ttl = train_trust_learner(ctx, int(self.options["ttl_epochs"]), lr, int(self.options["min_steps"]))
         e = trust_scores(ttl, ctx.features)
         trust = e.softmax(-1) if self.options["trust"] == "softmax" else e / e.sum(1, keepdim=True).clamp_min(1e-12)
         target = amalgamated_target(ctx, trust)
