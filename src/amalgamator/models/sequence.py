@@ -71,18 +71,18 @@ class SequenceLSTM(nn.Module):
 
 
 class SequenceCNN(nn.Module):
-    """Two Conv1d-BN-ReLU blocks, average pooling over the real (unpadded) steps, a linear layer."""
+    """Two Conv1d-BN-ReLU blocks, average pooling over the real (unpadded) steps, a linear layer.
+
+    Padded steps are zeroed before each convolution, so a padded row gives exactly the feature of
+    the same sequence given alone.
+    """
 
     def __init__(self, in_channels: int, width: int = 32, out_dim: int = 64, kernel: int = 5, dropout: float = 0.1):
         super().__init__()
         pad = kernel // 2
-        self.body = nn.Sequential(
-            nn.Conv1d(in_channels, width, kernel, padding=pad),
-            nn.BatchNorm1d(width),
-            nn.ReLU(),
-            nn.Conv1d(width, 2 * width, kernel, padding=pad),
-            nn.BatchNorm1d(2 * width),
-            nn.ReLU(),
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv1d(c_in, c_out, kernel, padding=pad), nn.BatchNorm1d(c_out), nn.ReLU())
+            for c_in, c_out in ((in_channels, width), (width, 2 * width))
         )
         self.proj = nn.Sequential(nn.Linear(2 * width, out_dim), nn.ReLU(), nn.Dropout(dropout))
         self.out_dim = out_dim
@@ -90,9 +90,11 @@ class SequenceCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = as_sequences(x)
         lengths = sequence_lengths(x)
-        h = self.body(torch.nan_to_num(x, nan=0.0))
-        mask = (torch.arange(h.shape[2]) < lengths[:, None]).unsqueeze(1).to(h.dtype)
-        pooled = (h * mask).sum(2) / lengths.clamp_min(1)[:, None].to(h.dtype)
+        mask = (torch.arange(x.shape[2]) < lengths[:, None]).unsqueeze(1).to(x.dtype)
+        h = torch.nan_to_num(x, nan=0.0)
+        for block in self.blocks:
+            h = block(h) * mask
+        pooled = h.sum(2) / lengths.clamp_min(1)[:, None].to(h.dtype)
         return self.proj(pooled)
 
 
