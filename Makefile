@@ -6,7 +6,7 @@ SHARED ?= ../shared
 # torch is pinned here (a CPU build on this machine's disk); the package metadata keeps a range.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: setup demo test test-slow lint clean bench-data bench
+.PHONY: setup demo test test-slow lint clean bench-data bench bench-semisupervised
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,10 @@ bench-data: setup
 # Regenerates bench/results/multiclass.md (long: see README).
 bench: bench-data
 	$(BIN)/amalgamator bench multiclass
+
+# Regenerates bench/results/semisupervised.md (SYN from ../shared/data/syn, HAPT from PyPI; ~1 h).
+bench-semisupervised: setup
+	$(BIN)/amalgamator bench semisupervised
 
 lint: setup
 	$(BIN)/ruff check src tests
