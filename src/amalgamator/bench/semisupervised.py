@@ -194,25 +194,102 @@ def _trust_figures(res, teachers, y_rows: np.ndarray, classes: tuple[str, ...]) 
     return {"ttl_routing": float(ok.mean()), "trust_by_class": by_class}
 
 
-def run(out: Path, quick: bool = False, seeds: int | None = None) -> dict:
+def run_job(key: str, seed: int, quick: bool) -> dict[str, Any]:
+    """One dataset and seed: every setting, every row. Runs in a worker process (see :func:`run`)."""
+    case = next(c for c in data_cases(quick) if c.key == key)
+    t0 = time.perf_counter()
+    r = roles(case, seed, _DATA_CACHE)
+    sizes = {k: len(r[f"y_{k}"]) for k in ("teacher", "pool", "test")}
+    per: dict[str, Any] = {"split": r["split"], "sizes": sizes, "settings": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for setting in settings_for(quick):
+            per["settings"][setting.key] = run_setting(case, setting, seed, r, Path(tmp))
+    per["seconds"] = time.perf_counter() - t0
+    return per
+
+
+_DATA_CACHE: dict[str, Any] = {}
+
+
+def settings_for(quick: bool) -> list[Setting]:
+    return SETTINGS if not quick else [Setting(s.key, s.title, s.groups, (0.04,)) for s in SETTINGS[:1]]
+
+
+def _worker_init() -> None:
+    """Workers share the machine: one torch thread each, no progress bars."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ["AMALGAMATOR_QUIET"] = "1"
+
+
+def _part_path(key: str, seed: int, quick: bool) -> Path:
+    from ..store import cache_home
+
+    return cache_home() / "bench-parts" / f"semisupervised{'-quick' if quick else ''}" / f"{key}-seed{seed}.json"
+
+
+def _job_config(key: str, quick: bool) -> dict[str, Any]:
+    """What a finished part must match to be reused: the case's budgets and the settings."""
+    case = next(c for c in data_cases(quick) if c.key == key)
+    settings = [(s.key, s.ratios) for s in settings_for(quick)]
+    return {"case": dict(case.__dict__), "settings": settings, "methods": [FREE_METHODS, LABEL_METHODS], "version": 1}
+
+
+def _load_part(key: str, seed: int, quick: bool) -> dict[str, Any] | None:
+    import json
+
+    path = _part_path(key, seed, quick)
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return saved["result"] if saved.get("config") == json.loads(json.dumps(_job_config(key, quick))) else None
+
+
+def _save_part(key: str, seed: int, quick: bool, result: dict[str, Any]) -> None:
+    path = _part_path(key, seed, quick)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"config": _job_config(key, quick), "result": result})
+
+
+def run(out: Path, quick: bool = False, seeds: int | None = None, workers: int | None = None) -> dict:
+    """Every (dataset, seed) job, in ``workers`` processes of one torch thread each (default: one per
+    core, ``$AMALGAMATOR_BENCH_WORKERS`` overrides). Finished jobs are kept in the cache, so an
+    interrupted run picks up where it stopped."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
     n_seeds = seeds or (1 if quick else 3)
-    results: dict[str, Any] = {"seeds": n_seeds, "quick": quick, "data": {}}
-    cache: dict[str, Any] = {}
-    settings = SETTINGS if not quick else [Setting(s.key, s.title, s.groups, (0.04,)) for s in SETTINGS[:1]]
+    keys = [c.key for c in data_cases(quick)]
+    jobs = [(k, s) for k in keys for s in range(n_seeds)]
+    done = {job: part for job in jobs if (part := _load_part(*job, quick)) is not None}
+    if done:
+        progress.console.print(f"reusing {len(done)} finished job(s) from {_part_path(*jobs[0], quick).parent}")
+    todo = [job for job in jobs if job not in done]
+    workers = workers or int(os.environ.get("AMALGAMATOR_BENCH_WORKERS", 0)) or min(os.cpu_count() or 1, 2)
+    workers = max(1, min(workers, len(todo) or 1))
+    if workers == 1:
+        for job in todo:
+            progress.console.print(f"[bold]{job[0]}[/] seed {job[1]} …")
+            done[job] = run_job(*job, quick)
+            _save_part(*job, quick, done[job])
+            progress.console.print(f"  done in {done[job]['seconds']:.0f} s")
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
+            futures = {pool.submit(run_job, *job, quick): job for job in todo}
+            progress.console.print(f"{len(todo)} job(s) on {workers} worker processes …")
+            for fut in as_completed(futures):
+                job = futures[fut]
+                done[job] = fut.result()
+                _save_part(*job, quick, done[job])
+                progress.console.print(f"[bold]{job[0]}[/] seed {job[1]} done in {done[job]['seconds']:.0f} s")
+    results: dict[str, Any] = {"seeds": n_seeds, "quick": quick, "workers": workers, "data": {}}
     for case in data_cases(quick):
-        runs = []
-        for seed in range(n_seeds):
-            t0 = time.perf_counter()
-            r = roles(case, seed, cache)
-            sizes = {k: len(r[f"y_{k}"]) for k in ("teacher", "pool", "test")}
-            per: dict[str, Any] = {"split": r["split"], "sizes": sizes, "settings": {}}
-            with tempfile.TemporaryDirectory() as tmp:
-                for setting in settings:
-                    progress.console.print(f"[bold]{case.key}[/] {setting.key} seed {seed} …")
-                    per["settings"][setting.key] = run_setting(case, setting, seed, r, Path(tmp))
-            per["seconds"] = time.perf_counter() - t0
-            progress.console.print(f"  done in {per['seconds']:.0f} s")
-            runs.append(per)
+        runs = [done[(case.key, s)] for s in range(n_seeds)]
         results["data"][case.key] = {"title": case.title, "runs": runs, "setup": _setup(case)}
     suffix = "-quick" if quick else ""
     write_json(out / f"semisupervised{suffix}.json", results)
