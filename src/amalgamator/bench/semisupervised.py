@@ -15,7 +15,8 @@ the split is drawn per seed). SYN's teachers are both LSTMs, as in the thesis; H
 LSTM and a 1-D CNN. Labeled rows are a stratified sample of the pool.
 
 Rows: each teacher alone; SupLSTM (``sup``), SelfTrain, KD, CFL, UHC, SupKD, SupUHC, TC, and
-rows the thesis did not have: ``tc+labels``, MUKI-soft, and the supervised bound (the student
+rows the thesis did not have: ``tc+labels``, MUKI-soft, ``calibrated`` (ours) with its two ablations,
+and the supervised bound (the student
 trained on the whole pool's true labels). The label-free methods (KD, CFL, UHC, MUKI-soft) train
 on the whole pool, D_l ∪ D_u, so one run serves every label ratio. The thesis's SYN figures are
 printed beside ours. Every run uses the last epoch (no model selection on the test split).
@@ -42,8 +43,13 @@ from .teachers import TeacherSpec, teacher_set
 
 RATIOS = (0.02, 0.04, 0.06, 0.08)
 LABEL_METHODS = ["sup", "selftrain", "supkd", "supuhc", "tc", "tc+labels"]
-FREE_METHODS = ["kd", "cfl", "uhc", "muki-soft"]
-ROW_ORDER = ["sup", "selftrain", "kd", "cfl", "uhc", "supkd", "supuhc", "tc", "tc+labels", "muki-soft"]
+#: label-free rows: row name → (method, options); the calibrated rows are ours (issue 5) with their ablations
+FREE_METHODS = {"kd": ("kd", {}), "cfl": ("cfl", {}), "uhc": ("uhc", {}), "muki-soft": ("muki-soft", {}),
+                "calibrated": ("calibrated", {}),
+                "calibrated w/o temperature": ("calibrated", {"temperature": False}),
+                "calibrated w/o prior": ("calibrated", {"prior": "none"})}  # fmt: skip
+ROW_ORDER = ["sup", "selftrain", "kd", "cfl", "uhc", "supkd", "supuhc", "tc", "tc+labels", "muki-soft", "calibrated",
+             "calibrated w/o temperature", "calibrated w/o prior"]  # fmt: skip
 ROW_NAMES = {"sup": "SupLSTM", "selftrain": "SelfTrain", "kd": "KD", "cfl": "CFL", "uhc": "UHC", "supkd": "SupKD",
              "supuhc": "SupUHC", "tc": "TC", "tc+labels": "TC + labels", "muki-soft": "MUKI-soft"}  # fmt: skip
 
@@ -148,9 +154,9 @@ def run_setting(case: Data, setting: Setting, seed: int, r: dict[str, Any], stor
     common = dict(student="lstm", student_options=dict(case.archs[0][1]), epochs=case.epochs,
                   batch_size=case.batch_size, lr=case.lr, seed=seed, progress=False)  # fmt: skip
     x_pool, y_pool = r["x_pool"], r["y_pool"]
-    for method in FREE_METHODS:
-        res = _timed(teachers, store, common, data=x_pool, method=method)
-        result["free"][method] = _score(res, x_test, y_test)
+    for row, (method, options) in FREE_METHODS.items():
+        res = _timed(teachers, store, common, data=x_pool, method=method, method_options=options)
+        result["free"][row] = _score(res, x_test, y_test)
     sup = _timed(teachers, store, common, labeled=(x_pool, y_pool), method="supervised")
     result["free"]["supervised"] = _score(sup, x_test, y_test)
     for ratio in setting.ratios:
