@@ -222,13 +222,23 @@ def settings_for(quick: bool) -> list[Setting]:
 
 
 def _worker_init() -> None:
-    """Workers share the machine: one torch thread each, no progress bars."""
+    """Workers share the machine: one torch thread each, no progress bars; and they exit when the
+    parent dies (killed or interrupted), instead of computing results nobody will read."""
     import os
+    import threading
 
     import torch
 
     torch.set_num_threads(1)
     os.environ["AMALGAMATOR_QUIET"] = "1"
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(2)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _part_path(key: str, seed: int, quick: bool) -> Path:
