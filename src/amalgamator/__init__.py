@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 
 from .api import Result, amalgamate, train_classifier  # noqa: E402
 from .data import pad_sequences  # noqa: E402
+from .diagnose import Diagnosis, diagnose  # noqa: E402
 from .errors import AmalgamatorError  # noqa: E402
 from .labels import LabelSpace  # noqa: E402
 from .metrics import evaluate  # noqa: E402
@@ -17,12 +18,14 @@ from .teachers import Teacher  # noqa: E402
 
 __all__ = [
     "AmalgamatorError",
+    "Diagnosis",
     "LabelSpace",
     "Result",
     "Student",
     "Teacher",
     "__version__",
     "amalgamate",
+    "diagnose",
     "evaluate",
     "load_student",
     "pad_sequences",

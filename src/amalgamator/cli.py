@@ -146,8 +146,17 @@ def evaluate(
 
 
 @app.command()
-def inspect(recipe: Annotated[Path, typer.Argument(help="The recipe YAML file.")]) -> None:
-    """Show a recipe's teachers, their label spaces and union, overlaps, and suitable methods."""
+def inspect(
+    recipe: Annotated[Path, typer.Argument(help="The recipe YAML file.")],
+    pool: Annotated[
+        Path | None,
+        typer.Option("--data", help="An unlabeled pool to diagnose routing on (runs the teachers once)."),
+    ] = None,
+    prior: Annotated[str, typer.Option(help="Class prior for the diagnosis: uniform, em or none.")] = "uniform",
+    plot: Annotated[Path | None, typer.Option(help="Where to write the diagnosis bar chart (PNG).")] = None,
+) -> None:
+    """Show a recipe's teachers, their label spaces and union, overlaps, and suitable methods;
+    with --data, diagnose whether label-free amalgamation will route examples to the right teacher."""
     from .labels import LabelSpace, overlaps
     from .recipe import load_recipe
 
@@ -205,6 +214,37 @@ def inspect(recipe: Annotated[Path, typer.Argument(help="The recipe YAML file.")
         ms.add_row(f"{name} *" if name == rec.method else name, family, mark, reason)
     con.print(ms)
     con.print("* the recipe's method", style="dim")
+    if pool is not None:
+        _diagnosis(teachers, pool, prior, plot if plot is not None else recipe.parent / "diagnosis.png", con)
+
+
+def _diagnosis(teachers: Sequence[Any], data: Path, prior: str, plot: Path, con: Console) -> None:
+    """``inspect --data``: the routing diagnosis as tables, advice and a bar chart."""
+    from .diagnose import diagnose
+    from .io import load_table
+
+    if prior not in ("uniform", "em", "none"):
+        raise AmalgamatorError(f"--prior must be uniform, em or none; got {prior!r}.")
+    x, _ = load_table({"path": str(data)}, Path.cwd())
+    d = diagnose(teachers, x, prior=prior)
+    verdict = "RISKY" if d.risky else "ok"
+    con.print(f"routing diagnosis on {data} ({len(x)} rows): {verdict}, estimated mis-routing {100 * d.risk:.1f} %")
+    tt = Table(title="teachers on the pool")
+    for col in ("teacher", "pool share", "mean top prob", "calibrated expectation", "temperature", "flag"):
+        tt.add_column(col, no_wrap=True)
+    for t in d.teachers:
+        tt.add_row(t.name, f"{t.share:.2f}", f"{t.mean_top:.3f}", f"{t.expected_top:.3f}", f"{t.temperature:.2f}",
+                   "overconfident" if t.overconfident else "")  # fmt: skip
+    con.print(tt)
+    ct = Table(title="class mass on the pool")
+    for col in ("class", "prior", "naive (kd) mass", "calibrated mass", "flag"):
+        ct.add_column(col, no_wrap=True)
+    for lb, p, m, c in zip(d.labels, d.prior, d.naive_mass, d.calibrated_mass, strict=True):
+        ct.add_row(lb, f"{p:.3f}", f"{m:.3f}", f"{c:.3f}", "sink" if lb in d.sinks else "")
+    con.print(ct)
+    for line in d.advice:
+        con.print(f"- {line}", soft_wrap=True)
+    con.print(f"chart → {d.plot(plot)}")
 
 
 def suitable_methods(teachers: Sequence[Any], has_labeled: bool) -> list[tuple[str, str, bool, str]]:

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from ..errors import MethodError
+from ..progress import warn
 from .base import Context, Method, StudentOutput, register, soft_cross_entropy
 
 
@@ -193,6 +194,11 @@ def calibrate(
         shares = new
         if moved < 1e-4:
             break
+    if prior == "em" and q is not None and float(q.min()) < 0.1 / len(labels):
+        warn(
+            f"the EM prior estimate collapsed (smallest class prior {float(q.min()):.4f}): the teachers' integrated "
+            "posterior is too biased for EM on this pool. Use prior='uniform' or give the prior as {label: p}."
+        )
     return Calibration(posterior, temps, shares, q, used)
 
 
