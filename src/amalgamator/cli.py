@@ -294,6 +294,9 @@ def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Small and fast: a smoke test of the suite.")] = False,
     seeds: Annotated[int | None, typer.Option(help="Number of seeds to average over (default: the suite's).")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for results and tables.")] = None,
+    rows: Annotated[
+        str | None, typer.Option(help="Comma-separated rows to (re)compute into an existing result (multiclass).")
+    ] = None,
 ) -> None:
     """Reproduce a paper's table: train its teachers, amalgamate with each method, tabulate."""
     try:
@@ -311,6 +314,8 @@ def bench(
         options["seeds"] = seeds
     if out is not None:
         options["out"] = out
+    if rows:
+        options["rows"] = [r.strip() for r in rows.split(",") if r.strip()]
     try:
         run_suite(suite, **options)
     except KeyboardInterrupt:

@@ -21,8 +21,17 @@ SUITES: dict[str, tuple[Callable[..., dict], str]] = {
 }
 
 
-def run_suite(name: str, quick: bool = False, seeds: int | None = None, out: str | Path | None = None) -> dict:
-    """Run one suite and write its results; returns what was written."""
+def run_suite(
+    name: str,
+    quick: bool = False,
+    seeds: int | None = None,
+    out: str | Path | None = None,
+    rows: list[str] | None = None,
+) -> dict:
+    """Run one suite and write its results; returns what was written. ``rows`` recomputes only those
+    rows of an existing result (suites that support it)."""
+    import inspect
+
     if name not in SUITES:
         raise AmalgamatorError(
             f"unknown bench suite {name!r}.{suggest(name, SUITES)} Suites: "
@@ -31,4 +40,8 @@ def run_suite(name: str, quick: bool = False, seeds: int | None = None, out: str
     fn, _ = SUITES[name]
     out_dir = Path(out) if out is not None else Path("bench") / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
+    if rows:
+        if "rows" not in inspect.signature(fn).parameters:
+            raise AmalgamatorError(f"suite {name!r} always runs all its rows; --rows works with: multiclass.")
+        return fn(out=out_dir, quick=quick, seeds=seeds, rows=rows)
     return fn(out=out_dir, quick=quick, seeds=seeds)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,12 @@ ABLATION = {
     "muki-soft": {},
     "muki-soft w/o MC dropout": {"k": 1},
     "muki-soft w/o re-weighting": {"reweight": False},
+}
+#: ours (issue 5): calibrated integration and its two ablations, rows of every case
+CALIBRATED = {
+    "calibrated": {},
+    "calibrated w/o temperature": {"temperature": False},
+    "calibrated w/o prior": {"prior": "none"},
 }
 FASHION_UPPER = ["T-shirt/top", "Pullover", "Dress", "Coat", "Shirt"]
 
@@ -132,8 +138,9 @@ def routing(confidence: np.ndarray, owners: np.ndarray, y_idx: np.ndarray) -> np
     return owners[confidence.argmax(1), y_idx]
 
 
-def run_case(case: Case, seed: int, bm, plots: dict[str, Any]) -> dict[str, Any]:
-    """Train teachers (cached), then every row of the table for one case and one seed."""
+def run_case(case: Case, seed: int, bm, plots: dict[str, Any], only: set[str] | None = None) -> dict[str, Any]:
+    """Train teachers (cached), then every row of the table for one case and one seed (or only the
+    rows named in ``only``, to add rows to an existing result)."""
     from .datasets import role_split
 
     rng = np.random.default_rng(seed)
@@ -150,8 +157,9 @@ def run_case(case: Case, seed: int, bm, plots: dict[str, Any]) -> dict[str, Any]
     ]
     teachers, teacher_train_s = teacher_set(bm.name, specs, bm.x_train, bm.y_train, t_rows, seed)
     rows: dict[str, dict[str, Any]] = {}
-    for t in teachers:
-        rows[f"teacher {t.name} ({len(t.labels)} classes)"] = {"accuracy": _acc(y_test, t.predict(x_test))}
+    if only is None:
+        for t in teachers:
+            rows[f"teacher {t.name} ({len(t.labels)} classes)"] = {"accuracy": _acc(y_test, t.predict(x_test))}
     common = dict(student=case.student, student_options=case.student_options, epochs=case.epochs,
                   batch_size=128, lr=case.lr, seed=seed, progress=False)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
@@ -159,7 +167,10 @@ def run_case(case: Case, seed: int, bm, plots: dict[str, Any]) -> dict[str, Any]
         runs: list[tuple[str, str, dict]] = [(m, m, {}) for m in METHODS]
         if case.ablation:
             runs += [(name, name.split()[0], opts) for name, opts in ABLATION.items() if opts]
+        runs += [(name, "calibrated", opts) for name, opts in CALIBRATED.items()]
         for row, method, opts in runs:
+            if only is not None and row not in only:
+                continue
             res = _timed(teachers, x_pool, method, opts, store, common)
             rows[row] = _score(res, y_test, x_test)
             if method.startswith("muki") and not opts:
@@ -170,13 +181,31 @@ def run_case(case: Case, seed: int, bm, plots: dict[str, Any]) -> dict[str, Any]
                 _routing_figures(rows[row], res, teachers, y_pool)
             if seed == 0 and method == "cfl" and case.key == "fashion-plain":
                 plots["cfl"] = (res, teachers, x_pool[:1500], y_pool[:1500])
-        sup = amalgamate(teachers, labeled=(x_pool, y_pool), method="supervised", store=store, **common)
-        rows["supervised (upper bound)"] = _score(sup, y_test, x_test)
+        if only is None or "supervised (upper bound)" in only:
+            sup = amalgamate(teachers, labeled=(x_pool, y_pool), method="supervised", store=store, **common)
+            rows["supervised (upper bound)"] = _score(sup, y_test, x_test)
+        diagnosis = routing_diagnosis(teachers, x_pool, y_pool, TeacherStore(store))
     sizes = {"teacher": len(t_rows), "pool": len(p_rows), "test": len(test_idx)}
     archs = [f"{arch} {opts}" for arch, opts in case.archs[: len(groups)]]
     setup = {"sizes": sizes, "archs": archs, "student": f"{case.student} {case.student_options}".strip(),
              "epochs": case.epochs, "teacher_epochs": case.teacher_epochs}  # fmt: skip
-    return {"rows": rows, "teacher_training_s": teacher_train_s, "groups": groups, "setup": setup}
+    return {"rows": rows, "teacher_training_s": teacher_train_s, "groups": groups, "setup": setup,
+            "diagnosis": diagnosis}  # fmt: skip
+
+
+def routing_diagnosis(teachers, x_pool, y_pool, store) -> dict[str, Any]:
+    """``am.diagnose``'s label-free risk score beside the measured routing accuracy: the fraction of
+    pool examples whose most confident teacher (plain top probability) owns the true class."""
+    from ..diagnose import diagnose
+
+    d = diagnose(teachers, x_pool, store=store)
+    top = np.stack([t.logits(x_pool).softmax(-1).max(1).values.numpy() for t in teachers], 1)
+    owners = np.array([[lb in t.labels for lb in d.labels] for t in teachers])
+    y_idx = np.array([d.labels.index(v) for v in y_pool])
+    measured = float(routing(top, owners, y_idx).mean())
+    return {"risk": d.risk, "risky": d.risky, "routing_plain": measured, "sinks": d.sinks,
+            "overconfident": [t.name for t in d.teachers if t.overconfident],
+            "temperatures": [t.temperature for t in d.teachers]}  # fmt: skip
 
 
 def _timed(teachers, x_pool, method, opts, store, common):
@@ -207,10 +236,27 @@ def _routing_figures(row: dict, res, teachers, y_pool) -> None:
     row["routing_per_class"] = {lb: float(ok[y_idx == j].mean()) for j, lb in enumerate(union) if (y_idx == j).any()}
 
 
-def run(out: Path, quick: bool = False, seeds: int | None = None) -> dict:
+def run(out: Path, quick: bool = False, seeds: int | None = None, rows: Sequence[str] | None = None) -> dict:
+    """The whole suite; with ``rows``, only those rows (and the routing diagnosis) are recomputed and
+    merged into the existing ``multiclass.json`` in ``out`` (same seeds, cached teachers)."""
+    import json
+
+    from ..errors import AmalgamatorError
     from .datasets import load
 
-    n_seeds = seeds or (1 if quick else 3)
+    suffix = "-quick" if quick else ""
+    only = set(rows) if rows else None
+    if only is not None:
+        try:
+            previous = json.loads((out / f"multiclass{suffix}.json").read_text())
+        except (OSError, ValueError):
+            raise AmalgamatorError(
+                f"--rows adds rows to an existing result, but {out / f'multiclass{suffix}.json'} is missing or "
+                "unreadable; run the whole suite first."
+            ) from None
+        n_seeds = previous["seeds"]
+    else:
+        n_seeds = seeds or (1 if quick else 3)
     console = Console()
     results: dict[str, Any] = {"seeds": n_seeds, "quick": quick, "cases": {}}
     plots: dict[str, Any] = {}
@@ -222,18 +268,74 @@ def run(out: Path, quick: bool = False, seeds: int | None = None) -> dict:
         for seed in range(n_seeds):
             t0 = time.perf_counter()
             progress.console.print(f"[bold]{case.key}[/] seed {seed} …")
-            per_seed.append(run_case(case, seed, loaded[case.dataset], plots))
+            part = run_case(case, seed, loaded[case.dataset], plots, only)
+            if only is not None:
+                kept = previous["cases"][case.key]["runs"][seed]
+                kept["rows"].update(part["rows"])
+                kept["diagnosis"] = part["diagnosis"]
+                part = kept
+            per_seed.append(part)
             progress.console.print(f"  done in {time.perf_counter() - t0:.0f} s")
         results["cases"][case.key] = {"title": case.title, "runs": per_seed}
-    suffix = "-quick" if quick else ""
     write_json(out / f"multiclass{suffix}.json", results)
     from .plots import multiclass_plots
 
     figures = multiclass_plots(results, plots, out, suffix)
+    for png in sorted(out.glob(f"multiclass{suffix}-*.png")):  # figures of an earlier full run stay linked
+        if png.name not in figures.values() and (suffix or "-quick-" not in png.name):
+            figures[png.stem.removeprefix(f"multiclass{suffix}-")] = png.name
     md = render(results, figures)
     (out / f"multiclass{suffix}.md").write_text(md)
     console.print(md, markup=False, highlight=False)
     return results
+
+
+def _calibrated_section(results: dict, cell: Callable[[str, str], str]) -> list[str]:
+    """``calibrated`` (ours) beside MUKI-soft and the best published row, with its two ablations."""
+    cases_ = results["cases"]
+    keys = [k for k in cases_ if "calibrated" in cases_[k]["runs"][0]["rows"]]
+    if not keys:
+        return []
+    published = [m for m in METHODS if m != "ensemble"] + ["ensemble"]
+
+    def best(k: str) -> str:
+        means = {m: np.mean([r["rows"][m]["accuracy"] for r in cases_[k]["runs"]]) for m in published
+                 if m in cases_[k]["runs"][0]["rows"]}  # fmt: skip
+        m = max(means, key=means.get)
+        return f"{m} {100 * means[m]:.1f}"
+
+    rows = [[r, *[cell(k, r) for k in keys]] for r in [*CALIBRATED, "muki-soft"]]
+    rows.append(["best published row (mean)", *[best(k) for k in keys]])
+    return ["", "## Calibrated integration (ours) and its ablations", "",
+            "`calibrated`: temperatures fitted to each teacher's pool share, teachers gated by calibrated excess "
+            "confidence, class prior balanced to uniform (see `amalgamator.methods.calibrated`). "
+            "'w/o temperature': T = 1; 'w/o prior': no balancing.", "",
+            markdown_table(["row", *[cases_[k]["title"] for k in keys]], rows)]  # fmt: skip
+
+
+def _diagnosis_section(results: dict) -> list[str]:
+    """The label-free risk score of ``am.diagnose`` against the measured routing accuracy, per case."""
+    from scipy.stats import spearmanr
+
+    cases_ = results["cases"]
+    keys = [k for k in cases_ if "diagnosis" in cases_[k]["runs"][0]]
+    if not keys:
+        return []
+    risk = {k: [r["diagnosis"]["risk"] for r in cases_[k]["runs"]] for k in keys}
+    routed = {k: [r["diagnosis"]["routing_plain"] for r in cases_[k]["runs"]] for k in keys}
+    rows = []
+    for k in keys:
+        d0 = cases_[k]["runs"][0]["diagnosis"]
+        flags = sum(r["diagnosis"]["risky"] for r in cases_[k]["runs"])
+        rows.append([cases_[k]["title"], mean_std(risk[k]), mean_std(routed[k]), f"{flags}/{len(cases_[k]['runs'])}",
+                     ", ".join(d0["overconfident"]) or "—", ", ".join(d0["sinks"]) or "—"])  # fmt: skip
+    rho = spearmanr([np.mean(risk[k]) for k in keys], [-np.mean(routed[k]) for k in keys]).statistic
+    return ["", "## Routing diagnosis (`amalgamator inspect --data`, `am.diagnose`)", "",
+            "Risk: the label-free estimate of the fraction of the pool whose most confident teacher does not own "
+            "the true class. Measured routing: that fraction's complement, counted with the true labels "
+            f"(plain top probability). Spearman rank correlation of risk with mis-routing over the cases: {rho:.2f}.",
+            "", markdown_table(["case", "risk %", "measured routing %", "flagged risky", "overconfident (seed 0)",
+                                "sinks (seed 0)"], rows)]  # fmt: skip
 
 
 def _rows_of(results: dict) -> list[str]:
@@ -306,6 +408,8 @@ def render(results: dict, figures: dict[str, str]) -> str:
         worst = sorted(rows0["muki-soft"].get("routing_per_class", {}).items(), key=lambda kv: kv[1])[:3]
         route_rows.append([cases_[k]["title"], plain, mc, ", ".join(f"{lb} {100 * v:.0f}" for lb, v in worst)])
     lines.append(markdown_table(["case", "plain %", "MC %", "worst-routed classes, seed 0 (%)"], route_rows))
+    lines += _calibrated_section(results, cell)
+    lines += _diagnosis_section(results)
     lines += ["", "## Wall time (seconds, mean over seeds)", "",
               "Teacher passes and Monte-Carlo passes are paid by the first row that needs them; later rows read "
               "the store.", ""]  # fmt: skip
