@@ -52,6 +52,20 @@ def syn_teachers(syn_students):
     return [st.as_teacher(f"T{i + 1}") for i, st in enumerate(syn_students)]
 
 
+def _run(syn, teachers, method: str, n_per_class: int, options: dict | None = None, rows: int | None = None, **kw):
+    """Amalgamate SYN's training series with ``n_per_class`` labeled per class; (result, rest, labeled)."""
+    rest, lab = _labeled(syn, n_per_class)
+    res = am.amalgamate(
+        teachers,
+        syn.x_train[rest[:rows]],
+        method=method,
+        method_options=options,
+        labeled=(syn.x_train[lab], syn.y_train[lab]),
+        **{**FAST, **kw},
+    )
+    return res, rest, lab
+
+
 def _labeled(syn, n_per_class: int = 2):
     idx = np.concatenate([np.flatnonzero(syn.y_train == c)[:n_per_class] for c in syn.classes])
     rest = np.setdiff1d(np.arange(len(syn.y_train)), idx)
@@ -89,10 +103,7 @@ def test_amalgamated_target_follows_eq11():
 
 
 def test_tc_learns_whom_to_trust_and_trains_a_student(syn, syn_teachers):
-    rest, lab = _labeled(syn, 3)
-    res = am.amalgamate(
-        syn_teachers, syn.x_train[rest], method="tc", labeled=(syn.x_train[lab], syn.y_train[lab]), **FAST
-    )
+    res, rest, lab = _run(syn, syn_teachers, "tc", 3)
     trust = res.diagnostics["trust"]
     assert trust.shape == (300, 2)
     torch.testing.assert_close(trust.sum(1), torch.ones(300))
@@ -105,49 +116,22 @@ def test_tc_learns_whom_to_trust_and_trains_a_student(syn, syn_teachers):
 
 
 def test_tc_plus_labels_uses_true_targets_on_labeled_rows(syn, syn_teachers):
-    rest, lab = _labeled(syn, 1)
-    res = am.amalgamate(
-        syn_teachers,
-        syn.x_train[rest],
-        method="tc+labels",
-        method_options={"min_steps": 5},
-        labeled=(syn.x_train[lab], syn.y_train[lab]),
-        **{**FAST, "epochs": 1},
-    )
-    assert res.method == "tc+labels"
-    method = res.method_object
-    assert method.true_labels_on_labeled and "trust" in method.diagnostics
+    res, _, lab = _run(syn, syn_teachers, "tc+labels", 1, {"min_steps": 5}, epochs=1)
+    target = res.diagnostics["target"][-len(lab) :]  # labeled rows come last
+    assert target.max(1).values.eq(1).all()
+    assert [res.student.labels[i] for i in target.argmax(1)] == list(syn.y_train[lab])
+    plain, _, _ = _run(syn, syn_teachers, "tc", 1, {"min_steps": 5}, epochs=1)
+    assert plain.diagnostics["target"][-len(lab) :].max(1).values.lt(1).any()  # the surrogate is soft
 
 
 def test_same_seed_gives_identical_tc_students(syn, syn_teachers):
-    rest, lab = _labeled(syn, 1)
-    runs = [
-        am.amalgamate(
-            syn_teachers,
-            syn.x_train[rest[:100]],
-            method="tc",
-            method_options={"min_steps": 20},
-            labeled=(syn.x_train[lab], syn.y_train[lab]),
-            **{**FAST, "epochs": 2},
-        )
-        for _ in range(2)
-    ]
-    for a, b in zip(
-        runs[0].student.network.state_dict().values(), runs[1].student.network.state_dict().values(), strict=True
-    ):
-        assert torch.equal(a, b)
+    runs = [_run(syn, syn_teachers, "tc", 1, {"min_steps": 20}, rows=100, epochs=2)[0] for _ in range(2)]
+    weights = [r.student.network.state_dict() for r in runs]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def test_selftrain_adds_confident_pseudo_labels(syn, syn_teachers):
-    rest, lab = _labeled(syn, 3)
-    res = am.amalgamate(
-        syn_teachers,
-        syn.x_train[rest],
-        method="selftrain",
-        method_options={"threshold": 0.5, "rounds": 2, "min_steps": 100},
-        labeled=(syn.x_train[lab], syn.y_train[lab]),
-        **FAST,
-    )
+    res, _, lab = _run(syn, syn_teachers, "selftrain", 3, {"threshold": 0.5, "rounds": 2, "min_steps": 100})
     added = res.diagnostics["pseudo_labeled"].tolist()
     assert 1 <= len(added) <= 2 and added[0] > 0
     final_y = res.diagnostics["final_y"]
@@ -156,15 +140,7 @@ def test_selftrain_adds_confident_pseudo_labels(syn, syn_teachers):
 
 
 def test_sup_trains_on_labels_only_with_enough_steps(syn, syn_teachers):
-    rest, lab = _labeled(syn, 2)
-    res = am.amalgamate(
-        syn_teachers,
-        syn.x_train[rest],
-        method="sup",
-        method_options={"min_steps": 40},
-        labeled=(syn.x_train[lab], syn.y_train[lab]),
-        **FAST,
-    )
+    res, _, _ = _run(syn, syn_teachers, "sup", 2, {"min_steps": 40})
     assert len(res.history.loss) == 40  # one batch of 12 rows per epoch → 40 epochs for 40 steps
 
 
@@ -180,14 +156,7 @@ def test_supkd_adds_cross_entropy_on_labeled_rows_only():
 
 @pytest.mark.parametrize("method", ["supuhc", "kd", "muki-soft"])
 def test_other_methods_run_with_a_labeled_part(syn, syn_teachers, method):
-    rest, lab = _labeled(syn, 1)
-    res = am.amalgamate(
-        syn_teachers,
-        syn.x_train[rest[:60]],
-        method=method,
-        labeled=(syn.x_train[lab], syn.y_train[lab]),
-        **{**FAST, "epochs": 1},
-    )
+    res, _, _ = _run(syn, syn_teachers, method, 1, rows=60, epochs=1)
     assert res.student.predict(syn.x_test[:5]).shape == (5,)
 
 

@@ -116,7 +116,7 @@ class TeacherCoordinator(Method):
         if self.true_labels_on_labeled:
             lab = ctx.labeled
             target[lab] = F.one_hot(ctx.y[lab], len(ctx.union)).float()
-        self.diagnostics = {"trust": trust, "expert_score": e}
+        self.diagnostics = {"trust": trust, "expert_score": e, "target": target}
         self.trust_learner = ttl
         return {"target": target}
 

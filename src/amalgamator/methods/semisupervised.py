@@ -102,31 +102,29 @@ def _merge(histories: list):
     return merged
 
 
+class _PlusLabeledCrossEntropy:
+    """Mixin: the parent method's loss on every row plus cross-entropy on the labeled rows."""
+
+    uses_labels = "required"
+
+    def prepare(self, ctx: Context) -> dict[str, torch.Tensor]:
+        return {**super().prepare(ctx), "y": ctx.y}  # type: ignore[misc]
+
+    def loss(self, batch: dict[str, torch.Tensor], out: StudentOutput) -> torch.Tensor:
+        return super().loss(batch, out) + labeled_cross_entropy(batch, out)  # type: ignore[misc]
+
+
 @register
-class SupKD(KD):
+class SupKD(_PlusLabeledCrossEntropy, KD):
     name = "supkd"
     paper = "thesis (000) §3.6, SupKD baseline"
     family = FAMILY_B
     summary = "KD on all rows plus cross-entropy on the labeled rows"
-    uses_labels = "required"
-
-    def prepare(self, ctx: Context) -> dict[str, torch.Tensor]:
-        return {**super().prepare(ctx), "y": ctx.y}
-
-    def loss(self, batch: dict[str, torch.Tensor], out: StudentOutput) -> torch.Tensor:
-        return super().loss(batch, out) + labeled_cross_entropy(batch, out)
 
 
 @register
-class SupUHC(UHC):
+class SupUHC(_PlusLabeledCrossEntropy, UHC):
     name = "supuhc"
     paper = "thesis (000) §3.6, SupUHC baseline"
     family = FAMILY_B
     summary = "UHC on all rows plus cross-entropy on the labeled rows"
-    uses_labels = "required"
-
-    def prepare(self, ctx: Context) -> dict[str, torch.Tensor]:
-        return {**super().prepare(ctx), "y": ctx.y}
-
-    def loss(self, batch: dict[str, torch.Tensor], out: StudentOutput) -> torch.Tensor:
-        return super().loss(batch, out) + labeled_cross_entropy(batch, out)
