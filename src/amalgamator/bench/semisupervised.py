@@ -39,6 +39,7 @@ from ..metrics import multiclass_metrics
 from ..report import markdown_table, write_json
 from ..store import TeacherStore
 from .common import machine, mean_std
+from .multiclass import routing_diagnosis
 from .teachers import TeacherSpec, teacher_set
 
 RATIOS = (0.02, 0.04, 0.06, 0.08)
@@ -137,16 +138,22 @@ def roles(case: Data, seed: int, cache: dict) -> dict[str, Any]:
     return out
 
 
-def run_setting(case: Data, setting: Setting, seed: int, r: dict[str, Any], store: Path) -> dict[str, Any]:
-    """Teachers (cached) and every row at every label ratio of one setting, for one seed."""
-    from .sequences import labeled_subset
-
+def setting_teachers(case: Data, setting: Setting, seed: int, r: dict[str, Any]) -> tuple[list, float]:
+    """The two teachers of a setting (trained once, then cached), and the seconds spent training."""
     groups = setting.groups(r["classes"])
     specs = [TeacherSpec(f"T{i + 1}", g, arch, opts, epochs=case.teacher_epochs, lr=case.lr,
                          batch_size=case.batch_size)
              for i, (g, (arch, opts)) in enumerate(zip(groups, case.archs, strict=True))]  # fmt: skip
     rows = np.arange(len(r["y_teacher"]))
-    teachers, train_s = teacher_set(f"{case.key}-seq", specs, r["x_teacher"], r["y_teacher"], rows, seed)
+    return teacher_set(f"{case.key}-seq", specs, r["x_teacher"], r["y_teacher"], rows, seed)
+
+
+def run_setting(case: Data, setting: Setting, seed: int, r: dict[str, Any], store: Path) -> dict[str, Any]:
+    """Teachers (cached) and every row at every label ratio of one setting, for one seed."""
+    from .sequences import labeled_subset
+
+    groups = setting.groups(r["classes"])
+    teachers, train_s = setting_teachers(case, setting, seed, r)
     x_test, y_test = r["x_test"], r["y_test"]
     result: dict[str, Any] = {"groups": groups, "teacher_training_s": train_s, "teachers": {}, "free": {}, "ratios": {}}
     for t in teachers:
@@ -159,6 +166,7 @@ def run_setting(case: Data, setting: Setting, seed: int, r: dict[str, Any], stor
         result["free"][row] = _score(res, x_test, y_test)
     sup = _timed(teachers, store, common, labeled=(x_pool, y_pool), method="supervised")
     result["free"]["supervised"] = _score(sup, x_test, y_test)
+    result["diagnosis"] = routing_diagnosis(teachers, x_pool, y_pool, TeacherStore(store))
     for ratio in setting.ratios:
         lab = labeled_subset(y_pool, ratio, seed)
         unl = np.setdiff1d(np.arange(len(y_pool)), lab)
@@ -219,6 +227,22 @@ _DATA_CACHE: dict[str, Any] = {}
 
 def settings_for(quick: bool) -> list[Setting]:
     return SETTINGS if not quick else [Setting(s.key, s.title, s.groups, (0.04,)) for s in SETTINGS[:1]]
+
+
+def _add_missing_diagnosis(part: dict[str, Any], key: str, seed: int, quick: bool) -> bool:
+    """Parts saved before the routing diagnosis existed get it now (teacher passes only, no training)."""
+    missing = [k for k, v in part["settings"].items() if "diagnosis" not in v]
+    if not missing:
+        return False
+    case = next(c for c in data_cases(quick) if c.key == key)
+    r = roles(case, seed, _DATA_CACHE)
+    with tempfile.TemporaryDirectory() as tmp:
+        for setting in (s for s in settings_for(quick) if s.key in missing):
+            teachers, _ = setting_teachers(case, setting, seed, r)
+            part["settings"][setting.key]["diagnosis"] = routing_diagnosis(
+                teachers, r["x_pool"], r["y_pool"], TeacherStore(Path(tmp))
+            )
+    return True
 
 
 def _worker_init() -> None:
@@ -285,6 +309,9 @@ def run(out: Path, quick: bool = False, seeds: int | None = None, workers: int |
     done = {job: part for job in jobs if (part := _load_part(*job, quick)) is not None}
     if done:
         progress.console.print(f"reusing {len(done)} finished job(s) from {_part_path(*jobs[0], quick).parent}")
+    for job, part in done.items():
+        if _add_missing_diagnosis(part, *job, quick):
+            _save_part(*job, quick, part)
     todo = [job for job in jobs if job not in done]
     workers = workers or int(os.environ.get("AMALGAMATOR_BENCH_WORKERS", 0)) or min(os.cpu_count() or 1, 2)
     workers = max(1, min(workers, len(todo) or 1))
@@ -397,6 +424,7 @@ def render(results: dict, figures: dict[str, str]) -> str:
         lines += ["## Table 5: an overconfident teacher (T2 has twice T1's classes; 2 % labels)", "",
                   markdown_table(h5, t5), ""]  # fmt: skip
     lines += _trust_section(results, data)
+    lines += _diagnosis_section(results, data)
     lines += _setup_section(results, data)
     if figures:
         lines += ["## Figures", ""] + [f"![{name}]({path})" for name, path in figures.items()] + [""]
@@ -418,6 +446,34 @@ def _trust_section(results: dict, data: list[str]) -> list[str]:
             "Fraction (%) of pool examples whose most trusted teacher (TC's trust, Eq. 8) owns the true class.", "",
             markdown_table(["data", "setting", "labels", "labeled rows (seed 0)", "TTL routing %"], rows),
             ""]  # fmt: skip
+
+
+def _diagnosis_section(results: dict, data: list[str]) -> list[str]:
+    """``am.diagnose``'s label-free risk against the measured routing accuracy, per dataset and setting."""
+    from scipy.stats import spearmanr
+
+    rows, risks, routed = [], [], []
+    for ds in data:
+        runs = results["data"][ds]["runs"]
+        for setting in runs[0]["settings"]:
+            diags = [run["settings"][setting].get("diagnosis") for run in runs]
+            if any(d is None for d in diags):
+                continue
+            risk, route = [d["risk"] for d in diags], [d["routing_plain"] for d in diags]
+            risks.append(np.mean(risk))
+            routed.append(np.mean(route))
+            rows.append([results["data"][ds]["title"], setting, mean_std(risk), mean_std(route),
+                         f"{sum(d['risky'] for d in diags)}/{len(diags)}", ", ".join(diags[0]["overconfident"]) or "—",
+                         ", ".join(diags[0]["sinks"]) or "—"])  # fmt: skip
+    if not rows:
+        return []
+    rho = spearmanr(risks, [-v for v in routed]).statistic if len(rows) > 2 else float("nan")
+    return ["## Routing diagnosis (`am.diagnose`) against measured routing", "",
+            "Risk: the label-free estimate of the fraction of the pool whose most confident teacher does not own the "
+            "true class; measured routing: the fraction that is routed right, counted with the true labels. "
+            f"Spearman rank correlation of risk with mis-routing: {rho:.2f}.", "",
+            markdown_table(["data", "setting", "risk %", "measured routing %", "flagged risky",
+                            "overconfident (seed 0)", "sinks (seed 0)"], rows), ""]  # fmt: skip
 
 
 def _setup_section(results: dict, data: list[str]) -> list[str]:
