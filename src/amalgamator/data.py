@@ -104,8 +104,10 @@ class Inputs:
     """Indexable, fingerprinted inputs: a tensor (rows are examples) or a list of strings."""
 
     def __init__(self, data: Any, what: str = "data"):
+        fingerprint = None
         if isinstance(data, Inputs):
             self.values: torch.Tensor | list[str] = data.values
+            fingerprint = data._fp  # same content: keep its hash
         elif isinstance(data, (np.ndarray, torch.Tensor)):
             arr = data
             if isinstance(arr, np.ndarray) and arr.dtype.kind in "USO":
@@ -127,7 +129,7 @@ class Inputs:
             )
         if len(self.values) == 0:
             raise DataError(f"{what} is empty: give at least one example.")
-        self._fp: str | None = None
+        self._fp: str | None = fingerprint
 
     @property
     def is_text(self) -> bool:

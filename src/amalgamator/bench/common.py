@@ -20,6 +20,24 @@ def mean_std(values: list[float], scale: float = 100.0) -> str:
     return f"{v.mean():.1f} ± {sd:.1f}"
 
 
+def accuracy(y_true, y_pred) -> float:
+    """Plain accuracy over label names (the bench tables' figure)."""
+    from ..metrics import multiclass_metrics
+
+    return multiclass_metrics(y_true, y_pred)["accuracy"]
+
+
+def timed_amalgamate(teachers, store: Path, common: dict[str, Any], **kwargs: Any) -> Any:
+    """``amalgamate`` with a store folder, its wall time added to the result's timings as ``"wall"``."""
+    from ..api import amalgamate
+    from ..store import TeacherStore
+
+    t0 = time.perf_counter()
+    res = amalgamate(teachers, store=TeacherStore(store), **common, **kwargs)
+    res.timings["wall"] = time.perf_counter() - t0
+    return res
+
+
 def machine() -> str:
     return f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 

@@ -113,29 +113,50 @@ def _fingerprint(name: str, files: Sequence[Path]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def read_npz(path: Path, warn_unreadable: bool = False) -> dict[str, np.ndarray] | None:
+    """The arrays of a cache file (never unpickled), or ``None`` if it is absent, torn or foreign."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        if warn_unreadable:
+            from ..progress import warn
+
+            warn(f"cache {path} is unreadable ({type(exc).__name__}: {exc}); rebuilding it.")
+        return None
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray], what: str, compress: bool = False) -> bool:
+    """Save via a temporary file and an atomic rename, so an interrupted write never leaves a torn cache;
+    an unwritable cache folder is a warning, not an error (the data is still returned to the caller)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            (np.savez_compressed if compress else np.savez)(f, **arrays)
+        os.replace(tmp, path)
+        return True
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        from ..progress import warn
+
+        warn(f"cannot cache {what} in {path.parent} ({exc.strerror}); set AMALGAMATOR_CACHE to a writable folder.")
+        return False
+
+
 def _cached(name: str, files: Sequence[Path], parse) -> dict[str, np.ndarray]:
     """Arrays parsed from ``files``: read from the .npz cache when it matches them, else ``parse()`` and save."""
     path = cache_dir() / f"{name}-{_fingerprint(name, files)}.npz"
-    if path.exists():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            pass  # a torn or foreign file: parse again and overwrite it
+    arrays = read_npz(path)  # a torn or foreign file: parse again and overwrite it
+    if arrays is not None:
+        return arrays
     arrays = parse()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
+    if write_npz(path, arrays, name):
         for old in path.parent.glob(f"{name}-*.npz"):  # parses of an older source
             if old != path and re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{16}}\.npz", old.name):
                 old.unlink(missing_ok=True)
-    except OSError as exc:
-        from ..progress import warn
-
-        warn(f"cannot cache {name} in {path.parent} ({exc.strerror}); set AMALGAMATOR_CACHE to a writable folder.")
     return arrays
 
 

@@ -28,7 +28,6 @@ import importlib.util
 import json
 import os
 import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..store import cache_home
+from .datasets import read_npz, write_npz
 
 CLASSES = ("walking", "walking_upstairs", "walking_downstairs", "sitting", "standing", "laying")
 CHANNELS = ("acc-x", "acc-y", "acc-z", "gyro-x", "gyro-y", "gyro-z")
@@ -303,34 +303,14 @@ def _fingerprint(source: Path) -> str:
 
 def _read_cache(path: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
     """The cached arrays if ``path`` holds a readable cache of this source; ``None`` if absent or stale."""
-    if not path.exists():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in ("x", "y", "subject", "experiment", "source")}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        from ..progress import warn
-
-        warn(f"HAPT cache {path} is unreadable ({type(exc).__name__}: {exc}); rebuilding it.")
+    arrays = read_npz(path, warn_unreadable=True)
+    if arrays is None or not {"x", "y", "subject", "experiment", "source"} <= set(arrays):
         return None
     return arrays if str(arrays.pop("source")) == fingerprint else None
 
 
 def _write_cache(path: Path, arrays: dict[str, np.ndarray], fingerprint: str) -> None:
-    """Save via a temporary file and an atomic rename, so an interrupted write never leaves a torn cache."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, source=np.str_(fingerprint), **arrays)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        from ..progress import warn
-
-        warn(
-            f"cannot cache HAPT windows in {path.parent} ({exc.strerror}); set AMALGAMATOR_CACHE to a writable folder."
-        )
+    write_npz(path, {"source": np.str_(fingerprint), **arrays}, "HAPT windows", compress=True)
 
 
 def windows() -> dict[str, np.ndarray]:

@@ -26,10 +26,9 @@ from rich.console import Console
 
 from .. import progress
 from ..api import amalgamate
-from ..metrics import multiclass_metrics
 from ..report import markdown_table, write_json
 from ..store import TeacherStore
-from .common import machine, mean_std
+from .common import accuracy, machine, mean_std, timed_amalgamate
 from .teachers import TeacherSpec, teacher_set
 
 METHODS = ["ensemble", "kd", "uhc", "cfl", "dfa", "muki-hard", "muki-soft"]
@@ -159,7 +158,7 @@ def run_case(case: Case, seed: int, bm, plots: dict[str, Any], only: set[str] | 
     rows: dict[str, dict[str, Any]] = {}
     if only is None:
         for t in teachers:
-            rows[f"teacher {t.name} ({len(t.labels)} classes)"] = {"accuracy": _acc(y_test, t.predict(x_test))}
+            rows[f"teacher {t.name} ({len(t.labels)} classes)"] = {"accuracy": accuracy(y_test, t.predict(x_test))}
     common = dict(student=case.student, student_options=case.student_options, epochs=case.epochs,
                   batch_size=128, lr=case.lr, seed=seed, progress=False)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
@@ -171,7 +170,7 @@ def run_case(case: Case, seed: int, bm, plots: dict[str, Any], only: set[str] | 
         for row, method, opts in runs:
             if only is not None and row not in only:
                 continue
-            res = _timed(teachers, x_pool, method, opts, store, common)
+            res = timed_amalgamate(teachers, store, common, data=x_pool, method=method, method_options=opts)
             rows[row] = _score(res, y_test, x_test)
             if method.startswith("muki") and not opts:
                 _routing_figures(rows[row], res, teachers, y_pool)
@@ -196,10 +195,14 @@ def run_case(case: Case, seed: int, bm, plots: dict[str, Any], only: set[str] | 
 def routing_diagnosis(teachers, x_pool, y_pool, store) -> dict[str, Any]:
     """``am.diagnose``'s label-free risk score beside the measured routing accuracy: the fraction of
     pool examples whose most confident teacher (plain top probability) owns the true class."""
+    from ..data import Inputs
     from ..diagnose import diagnose
+    from ..store import LOGITS
 
-    d = diagnose(teachers, x_pool, store=store)
-    top = np.stack([t.logits(x_pool).softmax(-1).max(1).values.numpy() for t in teachers], 1)
+    pool = Inputs(x_pool, what="pool")
+    d = diagnose(teachers, pool, store=store)
+    logits = [store.get(t, pool, [LOGITS])[LOGITS] for t in teachers]  # the store holds them since diagnose
+    top = np.stack([z.softmax(-1).max(1).values.numpy() for z in logits], 1)
     owners = np.array([[lb in t.labels for lb in d.labels] for t in teachers])
     y_idx = np.array([d.labels.index(v) for v in y_pool])
     measured = float(routing(top, owners, y_idx).mean())
@@ -208,19 +211,8 @@ def routing_diagnosis(teachers, x_pool, y_pool, store) -> dict[str, Any]:
             "temperatures": [t.temperature for t in d.teachers]}  # fmt: skip
 
 
-def _timed(teachers, x_pool, method, opts, store, common):
-    t0 = time.perf_counter()
-    res = amalgamate(teachers, data=x_pool, method=method, method_options=opts, store=TeacherStore(store), **common)
-    res.timings["wall"] = time.perf_counter() - t0
-    return res
-
-
-def _acc(y_true, y_pred) -> float:
-    return multiclass_metrics(y_true, y_pred)["accuracy"]
-
-
 def _score(res, y_test, x_test) -> dict[str, Any]:
-    out = {"accuracy": _acc(y_test, res.student.predict(x_test))}
+    out = {"accuracy": accuracy(y_test, res.student.predict(x_test))}
     out.update({f"{k}_s": v for k, v in res.timings.items()})
     return out
 

@@ -34,11 +34,9 @@ from typing import Any
 import numpy as np
 
 from .. import progress
-from ..api import amalgamate
-from ..metrics import multiclass_metrics
 from ..report import markdown_table, write_json
 from ..store import TeacherStore
-from .common import machine, mean_std
+from .common import accuracy, machine, mean_std, timed_amalgamate
 from .multiclass import routing_diagnosis
 from .teachers import TeacherSpec, teacher_set
 
@@ -157,14 +155,14 @@ def run_setting(case: Data, setting: Setting, seed: int, r: dict[str, Any], stor
     x_test, y_test = r["x_test"], r["y_test"]
     result: dict[str, Any] = {"groups": groups, "teacher_training_s": train_s, "teachers": {}, "free": {}, "ratios": {}}
     for t in teachers:
-        result["teachers"][f"teacher {t.name}"] = _acc(y_test, t.predict(x_test))
+        result["teachers"][f"teacher {t.name}"] = accuracy(y_test, t.predict(x_test))
     common = dict(student="lstm", student_options=dict(case.archs[0][1]), epochs=case.epochs,
                   batch_size=case.batch_size, lr=case.lr, seed=seed, progress=False)  # fmt: skip
     x_pool, y_pool = r["x_pool"], r["y_pool"]
     for row, (method, options) in FREE_METHODS.items():
-        res = _timed(teachers, store, common, data=x_pool, method=method, method_options=options)
+        res = timed_amalgamate(teachers, store, common, data=x_pool, method=method, method_options=options)
         result["free"][row] = _score(res, x_test, y_test)
-    sup = _timed(teachers, store, common, labeled=(x_pool, y_pool), method="supervised")
+    sup = timed_amalgamate(teachers, store, common, labeled=(x_pool, y_pool), method="supervised")
     result["free"]["supervised"] = _score(sup, x_test, y_test)
     result["diagnosis"] = routing_diagnosis(teachers, x_pool, y_pool, TeacherStore(store))
     for ratio in setting.ratios:
@@ -172,7 +170,8 @@ def run_setting(case: Data, setting: Setting, seed: int, r: dict[str, Any], stor
         unl = np.setdiff1d(np.arange(len(y_pool)), lab)
         cell: dict[str, Any] = {"labeled": int(len(lab))}
         for method in LABEL_METHODS:
-            res = _timed(teachers, store, common, data=x_pool[unl], labeled=(x_pool[lab], y_pool[lab]), method=method)
+            labeled = (x_pool[lab], y_pool[lab])
+            res = timed_amalgamate(teachers, store, common, data=x_pool[unl], labeled=labeled, method=method)
             cell[method] = _score(res, x_test, y_test)
             if method == "tc":
                 cell[method].update(_trust_figures(res, teachers, y_pool[np.concatenate([unl, lab])], r["classes"]))
@@ -180,19 +179,8 @@ def run_setting(case: Data, setting: Setting, seed: int, r: dict[str, Any], stor
     return result
 
 
-def _timed(teachers, store: Path, common: dict[str, Any], **kwargs: Any) -> Any:
-    t0 = time.perf_counter()
-    res = amalgamate(teachers, store=TeacherStore(store), **common, **kwargs)
-    res.timings["wall"] = time.perf_counter() - t0
-    return res
-
-
-def _acc(y_true, y_pred) -> float:
-    return multiclass_metrics(y_true, y_pred)["accuracy"]
-
-
 def _score(res, x_test, y_test) -> dict[str, Any]:
-    return {"accuracy": _acc(y_test, res.student.predict(x_test)), "wall_s": res.timings["wall"]}
+    return {"accuracy": accuracy(y_test, res.student.predict(x_test)), "wall_s": res.timings["wall"]}
 
 
 def _trust_figures(res, teachers, y_rows: np.ndarray, classes: tuple[str, ...]) -> dict[str, Any]:

@@ -76,21 +76,14 @@ def load_japanese_vowels() -> SequenceSet:
         from aeon.datasets import load_classification
     except ImportError:
         raise DataError("JapaneseVowels comes with aeon: pip install aeon (or pip install -e '.[bench]').") from None
-    parts = {}
+    xs, ys = {}, {}
     for split in ("train", "test"):
         x, y = load_classification("JapaneseVowels", split=split)
-        parts[split] = (list(x), np.asarray([f"speaker-{v}" for v in y]))
-    length = max(s.shape[1] for xs, _ in parts.values() for s in xs)
-    padded = {k: _pad_to(pad_sequences(xs, what=f"JapaneseVowels {k}"), length) for k, (xs, _) in parts.items()}
-    classes = tuple(sorted(set(parts["train"][1]), key=lambda s: int(s.split("-")[1])))
-    return SequenceSet("japanese-vowels", padded["train"], parts["train"][1], padded["test"], parts["test"][1], classes)
-
-
-def _pad_to(x: np.ndarray, length: int) -> np.ndarray:
-    """NaN-pad (n, channels, l) to (n, channels, length) so both splits share one shape."""
-    out = np.full((*x.shape[:2], length), np.nan, dtype=np.float32)
-    out[:, :, : x.shape[2]] = x
-    return out
+        xs[split], ys[split] = list(x), np.asarray([f"speaker-{v}" for v in y])
+    padded = pad_sequences(xs["train"] + xs["test"], what="JapaneseVowels")  # one length for both splits
+    n_train = len(xs["train"])
+    classes = tuple(sorted(set(ys["train"]), key=lambda s: int(s.split("-")[1])))
+    return SequenceSet("japanese-vowels", padded[:n_train], ys["train"], padded[n_train:], ys["test"], classes)
 
 
 def labeled_subset(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:

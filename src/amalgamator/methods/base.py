@@ -186,6 +186,13 @@ class Method:
         return train(self.prepare(ctx), self.train_rows(ctx))
 
 
+@torch.no_grad()
+def network_outputs(net: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Eval-mode outputs of ``net`` for every row of ``x``, in batches, without gradients."""
+    net.eval()
+    return torch.cat([net(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
 #: ``train(targets, rows, stage="", epochs=None) -> History``: one engine pass on the student network;
 #: ``stage`` names a separate checkpoint folder, ``epochs`` overrides the run's epoch count.
 Trainer = Callable[..., Any]

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from ..errors import MethodError
 from ..progress import warn
-from .base import Context, Method, StudentOutput, epochs_for, register, soft_cross_entropy
+from .base import Context, Method, StudentOutput, epochs_for, network_outputs, register, soft_cross_entropy
 
 
 class TrustLearning(Method):
@@ -64,11 +64,9 @@ def train_trust_learner(ctx: Context, epochs: int, lr: float, min_steps: int) ->
     return net
 
 
-@torch.no_grad()
-def trust_scores(net: nn.Module, features: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+def trust_scores(net: nn.Module, features: torch.Tensor) -> torch.Tensor:
     """e = σ(W_a h_a + b_a) for every row (Eq. 7)."""
-    net.eval()
-    return torch.cat([torch.sigmoid(net(features[i : i + batch_size])) for i in range(0, len(features), batch_size)])
+    return torch.sigmoid(network_outputs(net, features))
 
 
 def amalgamated_target(ctx: Context, trust: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import Context, StudentOutput, Trainer, epochs_for, register
+from .base import Context, StudentOutput, Trainer, epochs_for, network_outputs, register
 from .kd import KD
 from .reference import Supervised
 from .uhc import UHC
@@ -76,16 +76,12 @@ class SelfTrain(Supervised):
         return _merge(histories)
 
     @staticmethod
-    @torch.no_grad()
     def _confident_unlabeled(ctx: Context, y: torch.Tensor, threshold: float) -> tuple[np.ndarray, torch.Tensor]:
         """Rows still unlabeled whose predicted class has probability ≥ threshold, and that class."""
-        net = ctx.student.network
-        net.eval()
         rest = (y < 0).nonzero().flatten()
         if not len(rest):
             return np.array([], dtype=np.int64), torch.zeros(0, dtype=torch.long)
-        proba = torch.cat([net(ctx.features[rest[i : i + 512]]).softmax(-1) for i in range(0, len(rest), 512)])
-        conf, pred = proba.max(1)
+        conf, pred = network_outputs(ctx.student.network, ctx.features[rest]).softmax(-1).max(1)
         keep = conf >= threshold
         return rest[keep].numpy(), pred[keep]
 
