@@ -88,7 +88,7 @@ def test_prior_option_errors_name_the_problem(pool):
     teachers = _teachers(overconfident=False)
     with pytest.raises(MethodError, match="misses"):
         am.amalgamate(teachers, x[:50], method="calibrated", method_options={"prior": {"a": 1.0}}, epochs=1)
-    with pytest.raises(MethodError, match="prior must be"):
+    with pytest.raises(MethodError, match="option .prior. must be"):
         am.amalgamate(teachers, x[:50], method="calibrated", method_options={"prior": "skewed"}, epochs=1)
     with pytest.raises(MethodError, match="own_confidence"):
         am.amalgamate(teachers, x[:50], method="calibrated", method_options={"own_confidence": 0}, epochs=1)

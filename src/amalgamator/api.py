@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+import shutil
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +27,7 @@ from .labels import LabelSpace
 from .methods import Context, Method, get_method
 from .methods.reference import EnsemblePredictor
 from .metrics import evaluate
+from .models import check_student_options
 from .store import StoreStats, TeacherStore
 from .student import Student
 from .teachers import Teacher
@@ -45,17 +51,192 @@ class Result:
 
 
 def _check_teachers(teachers: Sequence[Teacher]) -> list[Teacher]:
-    if isinstance(teachers, Teacher):
+    if isinstance(teachers, (Teacher, Student)):
         teachers = [teachers]
     teachers = list(teachers or [])
     if not teachers:
         raise TeacherError("no teachers given: pass teachers=[Teacher(...), ...].")
     for i, t in enumerate(teachers):
+        if isinstance(t, Student):
+            raise TeacherError(
+                f"teachers[{i}] is a trained Student; pass it as a teacher with student.as_teacher(name)."
+            )
         if not isinstance(t, Teacher):
             raise TeacherError(
                 f"teachers[{i}] is a {type(t).__name__}; wrap models as am.Teacher(model, labels=[...])."
             )
     return teachers
+
+
+# Threads ---------------------------------------------------------------------------------------
+
+THREADS_ENV = "AMALGAMATOR_THREADS"
+
+
+def default_threads() -> int:
+    """``$AMALGAMATOR_THREADS``, else one intra-op thread per two cores (at least 1, at most 8).
+
+    Students and teacher passes here are small: more threads than that spend their time
+    synchronising, and on a busy machine they oversubscribe the cores (the 2-core demo took
+    2 min 22 s with torch's default and 19 s with one thread).
+    """
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if raw:
+        try:
+            n = int(raw)
+        except ValueError:
+            raise DataError(
+                f"{THREADS_ENV}={raw!r} is not a whole number of threads; unset it or give e.g. 1."
+            ) from None
+        if n < 1:
+            raise DataError(f"{THREADS_ENV} must be at least 1, got {n}.")
+        return n
+    return max(1, min(8, (os.cpu_count() or 1) // 2))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[int]:
+    """Run a block with ``n`` intra-op threads (default :func:`default_threads`), then restore torch's count."""
+    n = default_threads() if n is None else n
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise DataError(f"threads must be a whole number of at least 1, got {n!r}.")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
+
+
+# Run identity and the out folder ---------------------------------------------------------------
+
+RUN_FILE = "run.json"
+
+
+def _digest(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else json.dumps(part, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:24]
+
+
+def _student_identity(student: str | nn.Module, options: dict[str, Any] | None) -> dict[str, Any]:
+    if isinstance(student, str):
+        return {"preset": student, "options": options or {}}
+    shapes = [[k, list(v.shape), str(v.dtype)] for k, v in student.state_dict().items()]
+    return {"module": f"{type(student).__module__}.{type(student).__qualname__}", "structure": _digest(shapes)}
+
+
+def run_settings(
+    teachers: Sequence[Teacher],
+    parts: Sequence[Inputs],
+    y: torch.Tensor,
+    method: Method,
+    student: str | nn.Module,
+    student_options: dict[str, Any] | None,
+    cfg: TrainConfig,
+) -> dict[str, Any]:
+    """Everything that decides a run's result: a resume must match it exactly.
+
+    Teachers by weight fingerprint (a teacher retrained in place is another teacher), data by
+    content, the labels, the method and its options, the student and its options, and the
+    training options (not progress, threads or how many checkpoints are kept).
+    """
+    train = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "keep_checkpoints")}
+    return {
+        "teachers": [{"name": t.name, "weights": t.fingerprint()[:24], "features": list(t.features)} for t in teachers],
+        "data": [p.fingerprint()[:24] for p in parts],
+        "labels": _digest(y.numpy().tobytes()),
+        "method": {"name": method.name, "options": json.loads(json.dumps(method.options, default=str))},
+        "student": json.loads(json.dumps(_student_identity(student, student_options), default=str)),
+        "train": train,
+    }
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What changed between two runs' settings, in words a user can act on."""
+    said: list[str] = []
+    old_t = {t["name"]: t for t in old.get("teachers", [])}
+    new_t = {t["name"]: t for t in new.get("teachers", [])}
+    if list(old_t) != list(new_t):
+        said.append(f"teachers {list(old_t)} → {list(new_t)}")
+    else:
+        for name, t in new_t.items():
+            if t["weights"] != old_t[name]["weights"]:
+                said.append(f"teacher {name!r} has other weights (retrained or replaced)")
+            elif t != old_t[name]:
+                said.append(f"teacher {name!r} taps other features")
+    if old.get("data") != new.get("data"):
+        said.append("the data differs")
+    if old.get("labels") != new.get("labels"):
+        said.append("the labeled rows differ")
+    for key in ("method", "student", "train"):
+        a, b = old.get(key, {}), new.get(key, {})
+        if a != b:
+            changed = [f"{k}: {a.get(k)!r} → {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+            said.append(f"{key} {'; '.join(changed)}")
+    return said or ["the settings were written by another version of amalgamator"]
+
+
+def _checkpoint_dirs(out: Path) -> list[Path]:
+    """Checkpoint folders of a run: ``out/checkpoints`` and each stage's ``out/<stage>/checkpoints``."""
+    return [d for d in [out / "checkpoints", *out.glob("*/checkpoints")] if d.is_dir() and any(d.glob("epoch-*"))]
+
+
+def _writable_folder(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise DataError(f"out {out} is a file; give a folder for the checkpoints, the student and its report.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DataError(
+            f"cannot write to out folder {out} ({exc.strerror or exc}); choose a folder you can write to."
+        ) from None
+
+
+def prepare_out(out: Path, settings: dict[str, Any], resume: bool, overwrite: bool) -> None:
+    """Check ``out`` before any teacher runs, so that no work is lost and no stale run is picked up.
+
+    A resume continues only a run with identical settings (``run.json``); a fresh run into a folder
+    that holds another run's checkpoints is refused unless ``overwrite``, and a fresh run over the
+    same settings clears the old checkpoints first, so epochs of two runs can never mix.
+    """
+    _writable_folder(out)
+    state = PartialState()
+    run_file = out / RUN_FILE
+    try:
+        old = json.loads(run_file.read_text()) if run_file.exists() else None
+    except (OSError, json.JSONDecodeError):
+        old = {}
+    ckpts = _checkpoint_dirs(out)
+    same = old is not None and old.get("settings") == settings
+    if resume:
+        if ckpts and not same:
+            why = "; ".join(_differences(old.get("settings", {}), settings)) if old else "it has no run.json"
+            raise DataError(
+                f"cannot resume from {out}: its checkpoints come from a run with other settings ({why}). "
+                "Resume with exactly the same teachers, data and options, or start fresh in another out folder "
+                "(or pass overwrite=True / --overwrite to replace it)."
+            )
+        if not ckpts:
+            _progress.warn(f"nothing to resume in {out} (no checkpoints): training from the first epoch.")
+    elif ckpts:
+        if not same and not overwrite:
+            why = "; ".join(_differences(old.get("settings", {}), settings)) if old else "it has no run.json"
+            raise DataError(
+                f"out folder {out} holds checkpoints of another run ({why}). Choose a fresh out folder, "
+                "resume that run with its own settings, or pass overwrite=True / --overwrite to replace it."
+            )
+        if state.is_main_process:
+            for d in ckpts:
+                shutil.rmtree(d)
+            _progress.note(f"{out}: removed the checkpoints of an earlier run; starting from the first epoch.")
+    if state.is_main_process:
+        run_file.write_text(json.dumps({"settings": settings, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
+    state.wait_for_everyone()
 
 
 def _probe(teachers: Sequence[Teacher], parts: Sequence[Inputs]) -> None:
@@ -94,6 +275,9 @@ def amalgamate(
     student_options: dict[str, Any] | None = None,
     store: TeacherStore | str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
+    keep_checkpoints: int = 3,
+    threads: int | None = None,
     progress: bool | None = None,
 ) -> Result:
     """Train one student over the union of the teachers' labels.
@@ -102,30 +286,92 @@ def amalgamate(
         teachers: frozen experts, each with its own label names.
         data: unlabeled examples (numpy array, tensor, torch Dataset, or list of str).
         method: a registered name (``amalgamator methods`` lists them), or a Method instance.
-        student: a preset (``"mlp"``, ``"cnn"``, ``"text"``) or an ``nn.Module`` backbone;
-            a linear head over the union is added.
+        student: a preset (``"mlp"``, ``"cnn"``, ``"text"``, ``"lstm"``, ``"cnn1d"``) or an ``nn.Module``
+            backbone; a linear head over the union is added.
         labeled: optional ``(x_few, y_few)``, y as label names; required by ``supervised``.
         epochs, batch_size, seed, lr, weight_decay: training options (see ``TrainConfig``).
-        out: folder for checkpoints (one per epoch), the student and its report.
-        method_options: the method's own options (e.g. ``{"tau": 2.0}``).
-        student_options: preset options (e.g. ``{"hidden": [128]}``).
+        out: folder for checkpoints (one per epoch), ``run.json``, the student and its report.
+        method_options: the method's own options (e.g. ``{"tau": 2.0}``), checked by name and range.
+        student_options: preset options (e.g. ``{"hidden": [128]}``), checked by name and range.
         store: a TeacherStore or its folder; default ``~/.cache/amalgamator/store``.
-        resume: continue from the last checkpoint in ``out``.
-        progress: show progress bars (default: on unless AMALGAMATOR_QUIET=1).
+        resume: continue from the last checkpoint in ``out``; refused unless every setting matches.
+        overwrite: replace another run's checkpoints in ``out`` (otherwise that is refused).
+        keep_checkpoints: how many of the latest epoch checkpoints to keep (resume needs only the last).
+        threads: torch intra-op threads for this call (default: ``$AMALGAMATOR_THREADS``, else one
+            per two cores); torch's own setting is restored afterwards.
+        progress: show progress bars (default: on a terminal unless AMALGAMATOR_QUIET=1).
     """
-    t_start = time.perf_counter()
+    with torch_threads(threads):
+        return _amalgamate(
+            teachers, data, method, student, labeled, out,
+            TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+                        progress=progress, keep_checkpoints=keep_checkpoints),
+            method_options, student_options, store, resume, overwrite,
+        )  # fmt: skip
+
+
+def _method(method: str | Method, options: dict[str, Any] | None) -> tuple[Method, str]:
     if isinstance(method, Method):
-        if method_options:
+        if options:
             raise MethodError("pass options to the Method instance itself, not method_options=.")
-        method_obj, method = method, method.name
+        return method, method.name
+    return get_method(method)(**(options or {})), method
+
+
+def check_student(student: str | nn.Module, options: dict[str, Any] | None) -> None:
+    """The student choice and its options, checked before anything runs."""
+    if isinstance(student, nn.Module):
+        if options:
+            raise DataError(
+                "student_options apply to a preset student; for your own nn.Module, set its options when you build it."
+            )
+    elif isinstance(student, str):
+        check_student_options(student, options)
     else:
-        method_obj = get_method(method)(**(method_options or {}))
+        raise DataError(f"student must be a preset name or an nn.Module, not {type(student).__name__}.")
+
+
+def check_inputs(teachers: Sequence[Teacher], parts: Sequence[Inputs]) -> None:
+    """Every input part (pool, labeled rows, test rows) in one layout that every teacher accepts, before
+    any training: a wrong width in a test file fails in seconds, not after the last epoch."""
+    first = parts[0]
+    for part in parts[1:]:
+        if part.is_text != first.is_text:
+            kinds = {True: "text", False: "numeric"}
+            raise DataError(
+                f"{part.what} is {kinds[part.is_text]} but {first.what} is {kinds[first.is_text]}; "
+                "give every part the same kind of data."
+            )
+        if not first.is_text and len(first.shape) == len(part.shape) == 3 and first.shape[1] != part.shape[1]:
+            raise DataError(
+                f"{part.what} has {part.shape[1]} channels but {first.what} has {first.shape[1]}; "
+                "every sequence needs the same channels."
+            )
+        if not first.is_text and not _same_row_layout(first.shape, part.shape):
+            raise DataError(
+                f"{part.what} has rows of shape {part.shape[1:]} but {first.what} has rows of shape "
+                f"{first.shape[1:]}; every part must have the layout the teachers and the student read."
+            )
+    _probe(teachers, parts)
+
+
+def _same_row_layout(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    """Equal row shapes; sequences ``(channels, length)`` may differ in length only."""
+    if len(a) == 3 and len(b) == 3:
+        return a[1] == b[1]
+    return a[1:] == b[1:]
+
+
+def _amalgamate(
+    teachers, data, method, student, labeled, out, cfg: TrainConfig, method_options, student_options, store,
+    resume: bool, overwrite: bool,
+) -> Result:  # fmt: skip
+    t_start = time.perf_counter()
+    method_obj, method = _method(method, method_options)
     teachers = _check_teachers(teachers)
     union = LabelSpace.union([t.labels for t in teachers])
-    cfg = TrainConfig(
-        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, progress=progress
-    )
     cfg.validate()
+    check_student(student, student_options)
 
     parts: list[Inputs] = []
     y_parts: list[torch.Tensor] = []
@@ -146,34 +392,54 @@ def amalgamate(
     if method_obj.uses_labels == "required" and labeled is None:
         raise MethodError(f"method {method!r} trains on labels: pass labeled=(x, y) with y as label names.")
     method_obj.validate(teachers)
-    _probe(teachers, parts)
-    out_path = Path(out) if out is not None else None
+    check_inputs(teachers, parts)
+    out_path = Path(out).expanduser() if out is not None else None
+    if resume and out_path is None:
+        raise DataError("resume needs out: the folder whose checkpoints to continue from.")
 
     if not method_obj.trains:
         return Result(
             EnsemblePredictor(teachers), method, timings={"total": time.perf_counter() - t_start}, out=out_path
         )
+    y = torch.cat(y_parts)
+    if out_path is not None:
+        settings = run_settings(teachers, parts, y, method_obj, student, student_options, cfg)
+        prepare_out(out_path, settings, resume, overwrite)
 
-    store_obj = store if isinstance(store, TeacherStore) else TeacherStore(store, progress=progress)
+    store_obj = store if isinstance(store, TeacherStore) else TeacherStore(store, progress=cfg.progress)
     outputs = []
     for t in teachers:
         pieces = method_obj.pieces(t)
         got = [store_obj.get(t, part, pieces) for part in parts]
         outputs.append({p: torch.cat([g[p] for g in got]) for p in pieces})
     inputs = parts[0] if len(parts) == 1 else Inputs.concat(parts)
-    y = torch.cat(y_parts)
 
-    set_seed(seed)
+    set_seed(cfg.seed)
     st = Student.create(student, inputs, list(union), "multiclass", student_options)
     x = st.featurizer.transform(inputs)
     ctx = Context(
         teachers=teachers, union=union, outputs=outputs, inputs=inputs, y=y, student=st, features=x, config=cfg
     )
 
-    def train(targets, rows, stage: str = "", epochs: int | None = None) -> History:
-        stage_cfg = replace(cfg, epochs=epochs) if epochs is not None else cfg
+    def train(
+        targets: dict[str, torch.Tensor],
+        rows: Any,
+        stage: str = "",
+        epochs: int | None = None,
+        network: nn.Module | None = None,
+        objective: Method | None = None,
+        lr: float | None = None,
+    ) -> History:
+        """One engine pass: the student (or an auxiliary ``network`` with its ``objective``, e.g. TC's
+        trust learner) on ``rows``; a ``stage`` keeps its own checkpoints under ``out/<stage>/``."""
+        changes = {k: v for k, v in {"epochs": epochs, "lr": lr}.items() if v is not None}
+        stage_cfg = replace(cfg, **changes) if changes else cfg
         stage_out = (out_path / stage if stage else out_path) if out_path is not None else None
-        return fit(st.network, method_obj, x, targets, rows, stage_cfg, out=stage_out, resume=resume)
+        return fit(
+            network if network is not None else st.network,
+            objective if objective is not None else method_obj,
+            x, targets, rows, stage_cfg, out=stage_out, resume=resume,
+        )  # fmt: skip
 
     history = method_obj.run(ctx, train)
 
@@ -181,14 +447,16 @@ def amalgamate(
     st.info = {
         "teachers": [{"name": t.name, "labels": list(t.labels)} for t in teachers],
         "method_options": method_obj.options,
-        "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed},
+        "student_options": dict(student_options or {}),
+        "train": {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
+                  "weight_decay": cfg.weight_decay, "seed": cfg.seed},
         "rows": {"total": int(len(y)), "labeled": int((y >= 0).sum())},
         "final_loss": history.loss[-1],
-    }
+    }  # fmt: skip
     timings = {
         "teacher": store_obj.stats.seconds["teacher"],
         "mc": store_obj.stats.seconds["mc"],
-        "train": history.train_seconds,
+        "train": history.this_call_seconds,
         "total": time.perf_counter() - t_start,
     }
     result = Result(st, method, history, timings, store_obj.stats, out_path, method_obj.diagnostics, method_obj)
@@ -216,6 +484,7 @@ def train_classifier(
     weight_decay: float = 1e-4,
     student_options: dict[str, Any] | None = None,
     out: str | Path | None = None,
+    threads: int | None = None,
     progress: bool | None = None,
 ) -> Student:
     """Train a plain supervised classifier with the same presets and engine as students.
@@ -232,19 +501,22 @@ def train_classifier(
     cfg = TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, progress=progress
     )
-    set_seed(seed)
-    st = Student.create(student, inputs, list(space), "multiclass", student_options)
-    method = get_method("supervised")()
-    ctx = Context(teachers=[], union=space, outputs=[], inputs=inputs, y=y_idx)
-    history = fit(
-        st.network,
-        method,
-        st.featurizer.transform(inputs),
-        method.prepare(ctx),
-        method.train_rows(ctx),
-        cfg,
-        out=Path(out) if out is not None else None,
-    )
+    cfg.validate()
+    check_student(student, student_options)
+    with torch_threads(threads):
+        set_seed(seed)
+        st = Student.create(student, inputs, list(space), "multiclass", student_options)
+        method = get_method("supervised")()
+        ctx = Context(teachers=[], union=space, outputs=[], inputs=inputs, y=y_idx)
+        history = fit(
+            st.network,
+            method,
+            st.featurizer.transform(inputs),
+            method.prepare(ctx),
+            method.train_rows(ctx),
+            cfg,
+            out=Path(out) if out is not None else None,
+        )
     st.method = "supervised"
     st.info = {"train": {"epochs": epochs, "seed": seed, "rows": len(inputs)}, "final_loss": history.loss[-1]}
     return st

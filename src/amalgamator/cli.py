@@ -71,6 +71,29 @@ def _missing_module(exc: ModuleNotFoundError, module: str, what: str) -> None:
         raise AmalgamatorError(f"{what} is not available in this installation ({module} is missing).") from None
 
 
+def _verbosity(verbose: bool, quiet: bool, threads: int | None = None) -> None:
+    """``--verbose`` / ``--quiet`` / ``--threads`` for this process: the library reads them from the environment."""
+    import os
+
+    if threads is not None:
+        os.environ["AMALGAMATOR_THREADS"] = str(threads)
+    if verbose and quiet:
+        raise AmalgamatorError("--verbose and --quiet contradict each other; give one.")
+    if quiet:
+        os.environ["AMALGAMATOR_QUIET"] = "1"
+    if verbose:
+        os.environ["AMALGAMATOR_VERBOSE"] = "1"
+        os.environ.pop("AMALGAMATOR_QUIET", None)
+
+
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="A line per epoch even on a terminal.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or epoch lines; results and errors only.")]
+Threads = Annotated[
+    int | None,
+    typer.Option(min=1, help="Torch threads (default: $AMALGAMATOR_THREADS, else one per two cores)."),
+]
+
+
 # Commands ----------------------------------------------------------------------------------
 
 
@@ -80,8 +103,12 @@ def demo(
         Path | None, typer.Option(help="Folder for the demo's teachers, students and report (default: demo-out).")
     ] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Fewer epochs: a smoke test in seconds.")] = False,
+    threads: Threads = None,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
 ) -> None:
     """Run the bundled end-to-end example (digits, two teachers, several methods); no setup."""
+    _verbosity(verbose, quiet, threads)
     try:
         from .demo import run_demo
     except ModuleNotFoundError as exc:
@@ -98,15 +125,22 @@ def run(
     recipe: Annotated[Path, typer.Argument(help="The recipe YAML file.")],
     out: Annotated[Path | None, typer.Option(help="Output folder (default: the recipe's out:, else out/).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in OUT.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace another run's checkpoints in OUT (refused otherwise).")
+    ] = False,
+    threads: Threads = None,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
 ) -> None:
     """Train a student as RECIPE says; writes OUT/student, OUT/report.md and checkpoints."""
     from .recipe import load_recipe
     from .recipe import run as run_recipe
 
+    _verbosity(verbose, quiet, threads)
     rec = load_recipe(recipe)
     out_dir = rec.out_dir(out)
     try:
-        result, metrics = run_recipe(rec, out=out_dir, resume=resume)
+        result, metrics = run_recipe(rec, out=out_dir, resume=resume, overwrite=overwrite)
     except KeyboardInterrupt:
         again = f"run {recipe}" + (f" --out {out}" if out is not None else "")
         raise _interrupted(out_dir, again) from None
@@ -125,7 +159,13 @@ def evaluate(
     text_column: Annotated[str | None, typer.Option(help="Column holding texts (tables).")] = None,
     label_column: Annotated[str | None, typer.Option(help="Column holding label names (default y or label).")] = None,
 ) -> None:
-    """Score a saved student on a labeled data file."""
+    """Score a saved student on a labeled data file.
+
+    Rows whose label the student does not know count as errors in accuracy; a warning names
+    them, and accuracy_known scores the other rows.
+    """
+    import warnings
+
     from .io import load_table, require_labels
     from .metrics import evaluate as am_evaluate
     from .student import load_student
@@ -133,15 +173,27 @@ def evaluate(
     student = load_student(student_dir)
     spec = {"path": data, "text_column": text_column, "label_column": label_column}
     x, y = load_table(spec, Path.cwd())
-    metrics = am_evaluate(student, x, require_labels(y, spec, "evaluation data", Path.cwd()))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics = am_evaluate(student, x, require_labels(y, spec, "evaluation data", Path.cwd()))
+    for w in caught:  # printed whatever the warning filters say: an unscorable row is never silent
+        _show_warning(w.message, w.category)
     if as_json:
         sys.stdout.write(json.dumps(metrics, indent=2) + "\n")
         return
+    unknown = bool(metrics.get("unknown_labels"))
+    notes = {
+        "accuracy": "every row; unknown labels count as errors",
+        "unknown_labels": "rows whose label the student does not know",
+        "accuracy_known": "only the rows whose label the student knows",
+    }
     table = Table(title=f"{student_dir} on {data}")
     table.add_column("metric", no_wrap=True)
     table.add_column("value", justify="right")
+    if unknown:
+        table.add_column("note")
     for k, v in metrics.items():
-        table.add_row(k, _fmt(v))
+        table.add_row(k, _fmt(v), *([notes.get(k, "")] if unknown else []))
     _out().print(table)
 
 
@@ -228,10 +280,15 @@ def _diagnosis(teachers: Sequence[Any], data: Path, prior: str, plot: Path, con:
     x, _ = load_table({"path": str(data)}, Path.cwd())
     d = diagnose(teachers, x, prior=prior)
     verdict = "RISKY" if d.risky else "ok"
-    con.print(f"routing diagnosis on {data} ({len(x)} rows): {verdict}, estimated mis-routing {100 * d.risk:.1f} %")
+    used = "uniform (the EM estimate collapsed: see below)" if d.em_collapsed else prior
+    con.print(
+        f"routing diagnosis on {data} ({len(x)} rows, prior {used}): {verdict}, "
+        f"estimated mis-routing {100 * d.risk:.1f} %",
+        soft_wrap=True,
+    )
     tt = Table(title="teachers on the pool")
     for col in ("teacher", "pool share", "mean top prob", "calibrated expectation", "temperature", "flag"):
-        tt.add_column(col, no_wrap=True)
+        tt.add_column(col, no_wrap=col in ("teacher", "flag"))  # headers wrap, never cut
     for t in d.teachers:
         tt.add_row(t.name, f"{t.share:.2f}", f"{t.mean_top:.3f}", f"{t.expected_top:.3f}", f"{t.temperature:.2f}",
                    "overconfident" if t.overconfident else "")  # fmt: skip
@@ -288,9 +345,18 @@ def methods_table(registry: dict[str, Any]) -> Table:
     return table
 
 
-@app.command()
+def _suites_help() -> str:
+    """``bench --help``'s list of suites, one per line, from the suite registry."""
+    try:
+        from .bench import SUITES
+    except ImportError:  # an installation without the benchmarks: `bench` says so when run
+        return ""
+    return "[bold]Suites[/bold]\n\n" + "\n\n".join(f"  {name}: {s.description}" for name, s in SUITES.items())
+
+
+@app.command(epilog=_suites_help(), rich_help_panel=None)
 def bench(
-    suite: Annotated[str, typer.Argument(help="The benchmark suite (one per paper table).")],
+    suite: Annotated[str, typer.Argument(help="The benchmark suite: one of those listed below.")],
     quick: Annotated[bool, typer.Option("--quick", help="Small and fast: a smoke test of the suite.")] = False,
     seeds: Annotated[int | None, typer.Option(help="Number of seeds to average over (default: the suite's).")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for results and tables.")] = None,

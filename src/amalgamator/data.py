@@ -105,6 +105,7 @@ class Inputs:
 
     def __init__(self, data: Any, what: str = "data"):
         fingerprint = None
+        self.what = what  # how error messages name this part ("data", "labeled x", "test x")
         if isinstance(data, Inputs):
             self.values: torch.Tensor | list[str] = data.values
             fingerprint = data._fp  # same content: keep its hash

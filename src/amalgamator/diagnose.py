@@ -16,11 +16,17 @@ this on the unlabeled pool alone:
   meant for ranking pools and teacher sets (on the benchmark it ranks the cases in the order of
   their measured routing accuracy), not as a calibrated rate: it errs on the high side.
 
+With ``prior="em"``, an EM estimate of the class prior that collapses onto a few classes (which
+``calibrated`` detects and warns about; it happens even on balanced pools) would make a wrong
+diagnosis look like a finding; the diagnosis then warns and falls back to the uniform prior,
+and says so in its advice.
+
 Only the stored teacher logits are needed (the teacher-output store caches them).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,7 +38,8 @@ import torch
 from .data import Inputs
 from .labels import LabelSpace, owner_mask
 from .methods.base import place_in_union
-from .methods.calibrated import calibrate, expected_top, top_probability
+from .methods.calibrated import Calibration, calibrate, expected_top, top_probability
+from .progress import warn
 from .report import markdown_table
 from .store import LOGITS, TeacherStore
 from .teachers import Teacher
@@ -45,6 +52,8 @@ RISKY = 0.3
 OVERCONFIDENT_MARGIN = 0.1
 #: a class holding this many times its prior mass under the naive integration is a sink
 SINK_RATIO = 1.5
+#: the start of the warning :func:`~amalgamator.methods.calibrated.calibrate` gives when the EM prior collapses
+EM_COLLAPSED = "the EM prior estimate collapsed"
 
 
 @dataclass
@@ -70,6 +79,8 @@ class Diagnosis:
     sinks: list[str]
     risk: float
     advice: list[str] = field(default_factory=list)
+    #: the prior asked for was "em", its estimate collapsed, and the diagnosis uses the uniform prior instead
+    em_collapsed: bool = False
 
     @property
     def risky(self) -> bool:
@@ -94,35 +105,49 @@ class Diagnosis:
                  teachers, "", classes, "", *[f"- {a}" for a in self.advice]]  # fmt: skip
         return "\n".join(lines)
 
-    def plot(self, path: str | Path) -> Path:
-        """Bar chart: class mass of the naive and the calibrated integration against the prior,
-        and each teacher's mean top probability against its calibrated expectation."""
+    def figure(self):
+        """The chart of :meth:`plot` as a matplotlib Figure (the caller closes it): class mass of the
+        naive and the calibrated integration against the prior, and each teacher's mean top
+        probability against its calibrated expectation. Legends sit outside the axes and class and
+        teacher names are shown whole (rotated), so nothing covers a bar or cuts a name."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        path = Path(path)
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 1]})
+        width = max(11.0, 4.0 + 0.3 * len(self.labels) + 0.4 * len(self.teachers))
+        fig, (ax1, ax2) = plt.subplots(
+            1, 2, figsize=(width, 4.2), layout="constrained", gridspec_kw={"width_ratios": [3, 1]}
+        )
         idx = np.arange(len(self.labels))
         ax1.bar(idx - 0.2, self.naive_mass, 0.4, label="naive (KD) mass", color="tab:red")
         ax1.bar(idx + 0.2, self.calibrated_mass, 0.4, label="calibrated mass", color="tab:green")
         ax1.step(np.r_[idx - 0.5, idx[-1] + 0.5], np.r_[self.prior, self.prior[-1]], where="post", color="k",
                  label="prior")  # fmt: skip
-        ax1.set_xticks(idx, [lb[:12] for lb in self.labels], rotation=60, fontsize=7, ha="right")
+        ax1.set_xticks(idx, self.labels, rotation=60, fontsize=7, ha="right", rotation_mode="anchor")
         ax1.set_ylabel("pool-average probability")
-        ax1.set_title(f"class mass (sinks: {', '.join(self.sinks) or 'none'})", fontsize=9)
-        ax1.legend(fontsize=7)
+        prior = "uniform prior: the EM estimate collapsed" if self.em_collapsed else "prior"
+        sinks = ", ".join(self.sinks[:3]) + (f" and {len(self.sinks) - 3} more" if len(self.sinks) > 3 else "")
+        ax1.set_title(f"class mass vs {prior} (sinks: {sinks or 'none'})", fontsize=9)
+        ax1.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         t_idx = np.arange(len(self.teachers))
         ax2.bar(t_idx - 0.2, [t.mean_top for t in self.teachers], 0.4, label="mean top prob", color="tab:red")
         ax2.bar(t_idx + 0.2, [t.expected_top for t in self.teachers], 0.4, label="calibrated", color="tab:green")
-        ax2.set_xticks(t_idx, [t.name[:10] for t in self.teachers], fontsize=7)
+        ax2.set_xticks(t_idx, [t.name for t in self.teachers], rotation=30, fontsize=7, ha="right",
+                       rotation_mode="anchor")  # fmt: skip
         ax2.set_ylim(0, 1)
         ax2.set_title(f"teachers (risk {100 * self.risk:.0f} %)", fontsize=9)
-        ax2.legend(fontsize=7)
-        fig.tight_layout()
+        ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+        return fig
+
+    def plot(self, path: str | Path) -> Path:
+        """Write :meth:`figure` as a PNG at ``path`` (cropped to everything drawn, labels included)."""
+        import matplotlib.pyplot as plt
+
+        path = Path(path)
+        fig = self.figure()
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
         return path
 
@@ -144,7 +169,7 @@ def diagnose(
     union = LabelSpace.union([t.labels for t in teachers])
     positions = [torch.as_tensor(union.positions(t.labels)) for t in teachers]
     owners = torch.as_tensor(owner_mask(union, [t.labels for t in teachers]))
-    cal = calibrate(logits, positions, owners, list(union), prior=prior, own_confidence=own_confidence)
+    cal, em_collapsed = _calibrate(logits, positions, owners, list(union), prior, own_confidence)
     q = cal.prior if cal.prior is not None else torch.full((len(union),), 1 / len(union))
     naive = place_in_union(list(zip(positions, logits, strict=True)), len(union), "mean").softmax(-1).mean(0)
     reports = []
@@ -155,9 +180,32 @@ def diagnose(
     pairs = zip(union, naive.tolist(), q.tolist(), strict=True)
     sinks = [lb for lb, m, p in pairs if m > SINK_RATIO * p and m > p + 0.01]
     diag = Diagnosis(reports, list(union), q.tolist(), naive.tolist(), cal.target.mean(0).tolist(), sinks,
-                     routing_risk(logits, owners, cal.target))  # fmt: skip
+                     routing_risk(logits, owners, cal.target), em_collapsed=em_collapsed)  # fmt: skip
     diag.advice = advice(diag)
     return diag
+
+
+def _calibrate(logits, positions, owners, labels, prior, own_confidence) -> tuple[Calibration, bool]:
+    """``calibrate``; when ``prior="em"`` collapses (``calibrate`` detects it and warns), warn that the
+    diagnosis falls back to the uniform prior and recompute with it. Returns (calibration, collapsed)."""
+    if not (isinstance(prior, str) and prior == "em"):
+        return calibrate(logits, positions, owners, labels, prior=prior, own_confidence=own_confidence), False
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cal = calibrate(logits, positions, owners, labels, prior="em", own_confidence=own_confidence)
+    collapsed = [w for w in caught if str(w.message).startswith(EM_COLLAPSED)]
+    for w in caught:
+        if w not in collapsed:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if not collapsed:
+        return cal, False
+    smallest = float(cal.prior.min()) if cal.prior is not None else 0.0
+    warn(
+        f"the EM estimate of the class prior collapsed (smallest class prior {smallest:.4f}), as it can even on a "
+        "balanced pool: a diagnosis under it would be wrong. The diagnosis uses the uniform prior instead; train "
+        "calibrated with prior='uniform' or give the prior as {label: p}."
+    )
+    return calibrate(logits, positions, owners, labels, prior="uniform", own_confidence=own_confidence), True
 
 
 def routing_risk(logits: Sequence[torch.Tensor], owners: torch.Tensor, posterior: torch.Tensor) -> float:
@@ -169,10 +217,15 @@ def routing_risk(logits: Sequence[torch.Tensor], owners: torch.Tensor, posterior
 
 def advice(d: Diagnosis) -> list[str]:
     """What to do about it, in words."""
-    if not d.risky:
-        return ["The teachers look calibrated on this pool: any label-free method should route well (kd, uhc, "
-                "muki-soft)."]  # fmt: skip
     out = []
+    if d.em_collapsed:
+        out.append(
+            "The EM estimate of the class prior collapsed onto a few classes; it is not used: this diagnosis "
+            "uses the uniform prior. Train calibrated with prior='uniform' (or give the prior as {label: p})."
+        )
+    if not d.risky:
+        return out + ["The teachers look calibrated on this pool: any label-free method should route well (kd, "
+                      "uhc, muki-soft)."]  # fmt: skip
     over = [t.name for t in d.teachers if t.overconfident]
     if over:
         out.append(f"Overconfident on this pool: {', '.join(over)} (confident on examples outside its classes).")

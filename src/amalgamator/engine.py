@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,11 +27,12 @@ import torch
 import torch.nn as nn
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 
 from . import progress
 from .errors import AmalgamatorError
+from .io import save_tensors
 from .methods.base import Method, StudentOutput, tap_outputs
 
 
@@ -46,14 +48,29 @@ class TrainConfig:
     warmup: float = 0.0  # fraction of steps with linear warm-up, then cosine decay to 0
     grad_clip: float | None = 5.0
     progress: bool | None = None
+    keep_checkpoints: int = 3  # the latest epochs kept on disk; resume needs only the last
 
     def validate(self) -> None:
+        for name in ("epochs", "batch_size", "seed", "keep_checkpoints"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+                raise AmalgamatorError(f"{name} must be a whole number, got {value!r}.")
+        for name in ("lr", "weight_decay", "warmup"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise AmalgamatorError(f"{name} must be a finite number, got {value!r}.")
         if self.epochs < 1:
             raise AmalgamatorError(f"epochs must be at least 1, got {self.epochs}.")
         if self.batch_size < 1:
             raise AmalgamatorError(f"batch_size must be at least 1, got {self.batch_size}.")
         if not self.lr > 0:
             raise AmalgamatorError(f"lr must be positive, got {self.lr}.")
+        if self.weight_decay < 0:
+            raise AmalgamatorError(f"weight_decay must be at least 0, got {self.weight_decay}.")
+        if self.keep_checkpoints < 1:
+            raise AmalgamatorError(
+                f"keep_checkpoints must be at least 1 (resume needs the last), got {self.keep_checkpoints}."
+            )
 
 
 @dataclass
@@ -66,7 +83,13 @@ class History:
 
     @property
     def train_seconds(self) -> float:
+        """Seconds over every epoch, including those a resumed run read from its checkpoints."""
         return float(sum(self.seconds))
+
+    @property
+    def this_call_seconds(self) -> float:
+        """Seconds spent training in this call: after a resume, only the epochs trained now."""
+        return float(sum(self.seconds[self.resumed_from or 0 :]))
 
 
 class _Rows(Dataset):
@@ -97,14 +120,20 @@ class _Trainable(nn.Module):
         return self.network.forward_features(x)
 
 
-def _fingerprint(cfg: TrainConfig, method: Method, x: torch.Tensor, rows: np.ndarray) -> str:
-    """Identity of a run, so that --resume refuses checkpoints made with other settings."""
+def _fingerprint(
+    cfg: TrainConfig, method: Method, network: nn.Module, x: torch.Tensor, targets: dict[str, torch.Tensor], rows
+) -> str:
+    """Identity of one engine pass, so that a resume refuses checkpoints of any other pass: the options,
+    the method, the network's structure, and the whole content of the inputs, targets and rows (the
+    targets carry the teachers: a teacher retrained in place changes them)."""
     h = hashlib.sha256()
-    settings = {k: v for k, v in asdict(cfg).items() if k != "progress"}
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "keep_checkpoints")}
     h.update(json.dumps([settings, method.name, method.options], sort_keys=True, default=str).encode())
-    h.update(f"{tuple(x.shape)}".encode())
-    h.update(x[: min(len(x), 256)].contiguous().numpy().tobytes())
-    h.update(np.asarray(rows).tobytes())
+    h.update(json.dumps([[k, list(v.shape)] for k, v in network.state_dict().items()]).encode())
+    for name, tensor in [("x", x), *sorted(targets.items())]:
+        h.update(f"{name}{tensor.dtype}{tuple(tensor.shape)}".encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    h.update(np.asarray(rows, dtype=np.int64).tobytes())
     return h.hexdigest()[:24]
 
 
@@ -139,7 +168,7 @@ def fit(
     cfg.validate()
     if len(rows) == 0:
         raise AmalgamatorError(f"method {method.name!r} has no rows to train on; give it data (or labels).")
-    run_id = _fingerprint(cfg, method, x, rows)
+    run_id = _fingerprint(cfg, method, network, x, targets, rows)
     accelerator = Accelerator(
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
         step_scheduler_with_optimizer=False,
@@ -189,13 +218,24 @@ def fit(
                 advance(loss=total / count)
         history.loss.append(total / max(count, 1))
         history.seconds.append(time.perf_counter() - t0)
+        if accelerator.is_main_process:
+            progress.epoch_done(epoch + 1, cfg.epochs, history.loss[-1], history.seconds[-1], cfg.progress, method.name)
         if ckpt_dir is not None:
             _save_checkpoint(ckpt_dir, epoch, accelerator, model, optimizer, scheduler, run_id, history)
+            if accelerator.is_main_process:
+                _prune_checkpoints(ckpt_dir, cfg.keep_checkpoints)
     accelerator.wait_for_everyone()
     trained = accelerator.unwrap_model(model)
     network.load_state_dict(trained.network.state_dict())
     network.eval()
     return history
+
+
+def _prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
+    """Keep the latest ``keep`` complete checkpoints: 30 epochs of a 1 MB student are not 97 MB of disk."""
+    done = sorted(p for p in ckpt_dir.glob("epoch-*") if (p / "state.json").exists())
+    for old in done[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _save_checkpoint(ckpt_dir, epoch, accelerator, model, optimizer, scheduler, run_id, history) -> None:
@@ -205,7 +245,7 @@ def _save_checkpoint(ckpt_dir, epoch, accelerator, model, optimizer, scheduler, 
     path = ckpt_dir / f"epoch-{epoch + 1:03d}"
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in accelerator.unwrap_model(model).state_dict().items()}
-    save_file(state, str(path / "model.safetensors"))
+    save_tensors(state, path / "model.safetensors")
     accelerator.save(optimizer.state_dict(), path / "optimizer.pt")
     accelerator.save(scheduler.state_dict(), path / "scheduler.pt")
     meta = {"epoch": epoch + 1, "run": run_id, "loss": history.loss, "seconds": history.seconds}
@@ -222,7 +262,7 @@ def _load_checkpoint(path, accelerator, model, optimizer, scheduler, run_id) -> 
     if meta.get("run") != run_id:
         raise AmalgamatorError(
             f"checkpoint {path} was made by a run with other settings or data; "
-            "resume with the same recipe, or use a fresh --out."
+            "resume with the same teachers, data and options, or start fresh in another out folder."
         )
     accelerator.unwrap_model(model).load_state_dict(load_file(str(path / "model.safetensors")))
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 
 class AmalgamatorError(ValueError):
@@ -41,3 +42,49 @@ def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
     """Return ' Did you mean: a, b?' for the closest choices, or '' when nothing is close."""
     close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
     return f" Did you mean: {', '.join(close)}?" if close else ""
+
+
+def check_options(
+    owner: str,
+    options: Mapping[str, Any],
+    rules: Mapping[str, Any],
+    error: type[AmalgamatorError] = AmalgamatorError,
+) -> dict[str, Any]:
+    """Options checked by name and by value, before anything trains.
+
+    ``rules`` maps each option name to a type pydantic can validate (``Annotated[float,
+    Field(gt=0)]``, ``Literal["a", "b"]``, ...). An unknown name suggests the closest valid one; a
+    value of the wrong type or out of range names the option, the rule and the value. Returns the
+    options with values as validated (``"2"`` from a command line becomes ``2.0``).
+    """
+    from pydantic import ValidationError
+
+    if not isinstance(options, Mapping):
+        raise error(f"{owner} options must be a mapping of names to values, not {type(options).__name__}.")
+    unknown = sorted(set(options) - set(rules))
+    if unknown:
+        raise error(
+            f"{owner} has no option {unknown[0]!r}.{suggest(str(unknown[0]), rules)} "
+            f"Its options: {', '.join(sorted(rules)) or 'none'}."
+        )
+    checked: dict[str, Any] = {}
+    for key, value in options.items():
+        try:
+            checked[key] = _adapter(rules[key]).validate_python(value)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            msg = err["msg"].removeprefix("Value error, ").removeprefix("Input should be ")
+            raise error(f"{owner} option {key!r} must be {msg}; got {value!r}.") from None
+    return checked
+
+
+_ADAPTERS: dict[Any, Any] = {}
+
+
+def _adapter(rule: Any) -> Any:
+    from pydantic import TypeAdapter
+
+    key = repr(rule)
+    if key not in _ADAPTERS:
+        _ADAPTERS[key] = TypeAdapter(rule)
+    return _ADAPTERS[key]

@@ -103,7 +103,8 @@ def _npz_array(data: Any, key: str, where: str) -> np.ndarray:
             raise DataError(f"{where}: array {key!r} cannot be read ({exc}).") from None
         raise DataError(
             f"{where}: array {key!r} is an object array, which only pickle could load (refused for safety); "
-            f"save it as a unicode string array, e.g. np.savez(path, ..., {key}=np.asarray({key}, dtype=str))."
+            f"save numbers as a float array ({key}=np.asarray({key}, dtype=np.float32)) or texts as a unicode "
+            f"string array ({key}=np.asarray({key}, dtype=str)) when calling np.savez."
         ) from None
 
 
@@ -291,4 +292,25 @@ def require_labels(y: np.ndarray | None, spec: Any, role: str, base_dir: str | P
     return y
 
 
-__all__ = ["DEFAULT_LABELS", "SUPPORTED", "load_table", "require_labels", "resolve_path"]
+# Writing -------------------------------------------------------------------------
+
+
+def save_tensors(tensors: Mapping[str, Any], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """``safetensors.torch.save_file`` with the mode a plain ``open()`` gives (0666 & ~umask).
+
+    safetensors creates files with mode 0600 whatever the umask; a student folder shared with a
+    team must be as readable as the JSON beside it, so every safetensors file goes through here.
+    """
+    import os
+
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    save_file(dict(tensors), str(path), metadata=metadata)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+    return path
+
+
+__all__ = ["DEFAULT_LABELS", "SUPPORTED", "load_table", "require_labels", "resolve_path", "save_tensors"]

@@ -16,10 +16,36 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 console = Console(stderr=True)
 
 
+def quiet() -> bool:
+    return os.environ.get("AMALGAMATOR_QUIET", "") not in ("", "0")
+
+
+def verbose() -> bool:
+    return os.environ.get("AMALGAMATOR_VERBOSE", "") not in ("", "0")
+
+
 def enabled(flag: bool | None = None) -> bool:
+    """Whether to draw progress bars: ``flag`` if given, else on a terminal unless quiet."""
     if flag is not None:
         return flag
-    return os.environ.get("AMALGAMATOR_QUIET", "") in ("", "0") and console.is_terminal
+    return not quiet() and console.is_terminal
+
+
+def epoch_done(epoch: int, epochs: int, loss: float, seconds: float, flag: bool | None = None, what: str = "") -> None:
+    """One line per finished epoch where no bar is drawn (a log file, CI, ``nohup``) or when verbose,
+    so that a long run is never silent until its end. Quiet (or ``progress=False``) prints nothing."""
+    if flag is False or quiet():
+        return
+    if enabled(flag) and not verbose():
+        return
+    label = f"{what} " if what else ""
+    console.print(f"{label}epoch {epoch}/{epochs}  loss {loss:.4f}  {seconds:.1f} s", markup=False, highlight=False)
+
+
+def note(message: str) -> None:
+    """A one-line note on stderr (what the library did on the user's behalf); silent when quiet."""
+    if not quiet():
+        console.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager

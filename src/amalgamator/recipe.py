@@ -10,6 +10,7 @@ own folder, so a recipe and its files can move together.
 
 from __future__ import annotations
 
+import json
 import typing
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,8 @@ class TrainSpec(BaseModel):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     seed: int = 0
+    keep_checkpoints: int = Field(3, ge=1)
+    threads: int | None = Field(None, ge=1)
 
 
 class Recipe(BaseModel):
@@ -146,7 +149,7 @@ class Recipe(BaseModel):
     def check(self) -> Recipe:
         """Checks that need the registries (method, options, student preset), as RecipeErrors."""
         from .methods import get_method
-        from .models import PRESETS
+        from .models import PRESETS, check_student_options
 
         if self.data is None and self.labeled is None:
             raise RecipeError(f"{self.where}: give data: (unlabeled examples) and/or labeled: (with labels).")
@@ -169,6 +172,10 @@ class Recipe(BaseModel):
                 f"{self.where}: student: unknown preset {self.student!r}.{suggest(self.student, PRESETS)} "
                 f"Presets: {', '.join(sorted(PRESETS))}."
             )
+        try:
+            check_student_options(self.student, self.student_options)
+        except AmalgamatorError as exc:
+            raise RecipeError(f"{self.where}: student_options: {exc}") from None
         return self
 
     # Building ----------------------------------------------------------------------------
@@ -339,21 +346,29 @@ def load_recipe(path: str | Path) -> Recipe:
     return parse_recipe(data, path)
 
 
-def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False, progress: bool | None = None):
+def run(
+    recipe: Recipe,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+    overwrite: bool = False,
+    threads: int | None = None,
+):
     """Train as the recipe says and evaluate on its ``test`` file: returns ``(result, metrics or None)``.
 
-    All files are read (and the teachers loaded) before training, so a bad test file fails
-    in seconds rather than after the last epoch.
+    All files are read, the teachers loaded and every part (pool, labeled, test) checked against the
+    teachers before training, so a bad test file fails in seconds rather than after the last epoch.
     """
-    import json
-
-    from .api import amalgamate
-    from .metrics import evaluate
+    from .api import amalgamate, check_inputs
+    from .data import Inputs
 
     teachers = recipe.build_teachers()
     data = recipe.load("data")
     labeled = recipe.load("labeled", need_labels=True)
     test = recipe.load("test", need_labels=True)
+    parts = [Inputs(d[0], what=f"{role} file {recipe.resolve(getattr(recipe, role).path)}")
+             for role, d in (("data", data), ("labeled", labeled), ("test", test)) if d is not None]  # fmt: skip
+    check_inputs(teachers, parts)
     out_path = recipe.out_dir(out)
     result = amalgamate(
         teachers=teachers,
@@ -370,21 +385,28 @@ def run(recipe: Recipe, out: str | Path | None = None, resume: bool = False, pro
         method_options=recipe.method_options,
         student_options=recipe.student_options,
         resume=resume,
+        overwrite=overwrite,
+        keep_checkpoints=recipe.train.keep_checkpoints,
+        threads=threads if threads is not None else recipe.train.threads,
         progress=progress,
     )
     metrics = None
     if test is not None:
-        metrics = evaluate(result.student, test[0], test[1])
-        out_path.mkdir(parents=True, exist_ok=True)
+        from .report import test_report
+
+        metrics, section = test_report(result.student, test[0], test[1], out_path)
         (out_path / "metrics.json").write_text(json.dumps({"test": metrics}, indent=2))
-        report = out_path / "report.md"
-        if report.exists():
-            lines = "\n".join(
-                f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()
-            )
-            report.write_text(
-                report.read_text().rstrip() + f"\n\n## Test set\n\n| metric | value |\n| --- | --- |\n{lines}\n"
-            )
+    report = out_path / "report.md"
+    if result.history is not None and report.exists():
+        files = {role: str(recipe.resolve(getattr(recipe, role).path))
+                 for role in ("data", "labeled", "test") if getattr(recipe, role) is not None}  # fmt: skip
+        lines = [f"\n## Recipe\n\nRecipe `{recipe.where}`.\n", "| part | file |", "| --- | --- |"]
+        lines += [f"| {role} | `{path}` |" for role, path in files.items()]
+        text = report.read_text().rstrip() + "\n" + "\n".join(lines) + "\n"
+        if test is not None:
+            text += "\n" + section
+        report.write_text(text)
+        (out_path / "student" / "report.md").write_text(text)
     return result, metrics
 
 

@@ -23,10 +23,23 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
+def _options(options: dict[str, Any] | None) -> str:
+    return ", ".join(f"`{k}={v!r}`" for k, v in (options or {}).items()) or "defaults"
+
+
 def student_report(result: Any, teachers: Sequence[Any]) -> str:
     """The report.md written beside a student: what it knows, how it was made, how long it took."""
     st = result.student
     t = result.timings
+    info = st.info
+    arch = st.architecture
+    hist = result.history
+    resumed = (
+        f" Resumed after epoch {hist.resumed_from}: epochs 1–{hist.resumed_from} were trained by the interrupted "
+        "run, and the wall times below count only this call."
+        if hist.resumed_from
+        else ""
+    )
     lines = [
         f"# Student: `{result.method}`",
         "",
@@ -39,6 +52,19 @@ def student_report(result: Any, teachers: Sequence[Any]) -> str:
         "## Training",
         "",
         markdown_table(
+            ["setting", "value"],
+            [
+                ["method", f"`{result.method}` ({_options(info.get('method_options'))})"],
+                ["student", f"`{arch.get('preset') or arch.get('class')}` ({_options(info.get('student_options'))})"],
+                *[[k, v] for k, v in info.get("train", {}).items()],
+                [
+                    "rows",
+                    f"{info.get('rows', {}).get('total', '?')} ({info.get('rows', {}).get('labeled', 0)} labeled)",
+                ],
+            ],
+        ),
+        "",
+        markdown_table(
             ["epoch", "loss", "seconds"],
             [
                 [i + 1, f"{loss:.4f}", f"{s:.2f}"]
@@ -47,10 +73,55 @@ def student_report(result: Any, teachers: Sequence[Any]) -> str:
         ),
         "",
         f"Wall time: teacher passes {t.get('teacher', 0):.2f} s, Monte-Carlo passes {t.get('mc', 0):.2f} s, "
-        f"student training {t.get('train', 0):.2f} s, total {t.get('total', 0):.2f} s.",
+        f"student training {t.get('train', 0):.2f} s, total {t.get('total', 0):.2f} s.{resumed}",
         "",
     ]
     return "\n".join(lines)
+
+
+def test_report(model: Any, x: Any, y: Sequence[str], out: str | Path) -> tuple[dict[str, Any], str]:
+    """Score ``model`` on a labeled test set: the metrics, and a report section with per-class precision,
+    recall and F1, the confusion matrix as a table, and ``out/confusion.png``."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from .metrics import confusion, evaluate
+
+    metrics = evaluate(model, x, y)
+    pred = model.predict(x)
+    y = np.asarray(y).astype(str)
+    labels = list(model.labels) + sorted(set(y) - set(model.labels))  # unknown test labels shown as rows too
+    prec, rec, f1, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
+    matrix = confusion(y, pred, labels)
+    png = confusion_png(matrix, labels, Path(out) / "confusion.png", title="test set (rows: true label)")
+
+    def value(v: Any) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    lines = [
+        "## Test set",
+        "",
+        markdown_table(["metric", "value"], [[k, value(v)] for k, v in metrics.items()]),
+        "",
+        "### Per class",
+        "",
+        markdown_table(
+            ["label", "precision", "recall", "F1", "support"],
+            [
+                [lb, f"{p:.3f}", f"{r:.3f}", f"{f:.3f}", int(n)]
+                for lb, p, r, f, n in zip(labels, prec, rec, f1, support, strict=True)
+            ],
+        ),
+        "",
+        "### Confusion matrix (rows: true label, columns: prediction)",
+        "",
+        markdown_table(
+            ["true \\ predicted", *labels], [[lb, *map(int, row)] for lb, row in zip(labels, matrix, strict=True)]
+        ),
+        "",
+        f"![confusion matrix]({png.name})",
+        "",
+    ]
+    return metrics, "\n".join(lines)
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -96,6 +167,6 @@ def confusion_png(matrix: np.ndarray, labels: Sequence[str], path: str | Path, t
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # long class names are never cut
     plt.close(fig)
     return Path(path)

@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from . import progress
 from .data import Inputs
 from .errors import StoreError, TeacherError
+from .io import save_tensors
 from .teachers import Teacher
 
 FORMAT_VERSION = 1
@@ -122,7 +123,7 @@ class TeacherStore:
         try:
             data_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = data_path.with_suffix(f".tmp{os.getpid()}")
-            save_file({"value": value.contiguous()}, str(tmp))
+            save_tensors({"value": value.contiguous()}, tmp)
             digest = _sha256(tmp)
             os.replace(tmp, data_path)
             meta = {

@@ -9,25 +9,127 @@ can be reloaded by passing the same (untrained) module to :func:`load_student`.
 from __future__ import annotations
 
 import json
+import math
 import platform
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from . import __version__
-from .data import Inputs
+from .data import Batch, Inputs
 from .errors import DataError, TeacherError
+from .io import save_tensors
 from .labels import LabelSpace
 from .models import Featurizer, Identity, build, featurizer_class
 
 FORMAT = 1
+
+
+def _package_version() -> str:
+    """The installed amalgamator version, read from the package metadata (the core never imports the API)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("amalgamator")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 _FEAT_PREFIX = "featurizer."
+
+
+def _first_line(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {msg[0] if msg else ''}"[:300]
+
+
+#: Featurizer types that read a list of strings; every other featurizer reads numeric arrays.
+TEXT_FEATURIZERS = frozenset({"tfidf", "sentence-encoder"})
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model reads, as far as it is known: text or numbers, and the shape of one row.
+
+    ``text`` is None when unknown; ``shape`` is one row's shape (any layout of as many values
+    is accepted: flat rows are reshaped for a CNN); ``channels`` is set for sequence models,
+    whose rows are ``(channels, length)`` of any length (``(length,)`` for one channel).
+    """
+
+    text: bool | None = None
+    shape: tuple[int, ...] | None = None
+    channels: int | None = None
+
+    def describe(self) -> str:
+        """The layout in words, or '' when nothing is known."""
+        if self.text:
+            return "a list of strings"
+        if self.shape is not None:
+            flat = math.prod(self.shape)
+            alt = f" (or {flat} values per row)" if len(self.shape) > 1 else ""
+            return f"rows of shape {self.shape}{alt}"
+        if self.channels is not None:
+            one = " or (length,)" if self.channels == 1 else ""
+            return f"sequences with {self.channels} channels, of shape ({self.channels}, length){one}"
+        return "numeric arrays" if self.text is False else ""
+
+    def check(self, inputs: Inputs | Batch, what: str, who: str, error: type[Exception] = DataError) -> None:
+        """Raise ``error`` in one line when ``inputs`` cannot be what this model reads."""
+        is_text = inputs.is_text if isinstance(inputs, Inputs) else isinstance(inputs, list)
+        if self.text is None:
+            return
+        if is_text and not self.text:
+            layout = self.describe()
+            layout = f" ({layout})" if layout != "numeric arrays" else ""
+            raise error(
+                f"{who} reads numeric arrays{layout} but {what} is text (a list of strings); "
+                "give it numeric data like that it was trained on."
+            )
+        if is_text:
+            return
+        shape = tuple(inputs.shape) if isinstance(inputs, Inputs) else tuple(inputs.shape)  # type: ignore[union-attr]
+        if self.text:
+            raise error(
+                f"{who} reads text (a list of strings) but {what} is a numeric array of shape {shape}; "
+                "give it the texts themselves."
+            )
+        row = shape[1:]
+        if len(shape) == 1:
+            one = "x.reshape(1, -1) for a single example"
+            if self.shape == (1,):
+                one = "x.reshape(-1, 1) for one value per row"
+            raise error(f"{what} is 1-D (shape {shape}); give {who} a 2-D array with one row per example, e.g. {one}.")
+        if self.shape is not None and math.prod(row) != math.prod(self.shape):
+            raise error(f"{who} expects {self.describe()} but {what} has rows of shape {row}.")
+        if self.channels is not None:
+            ok = (len(row) == 1 and self.channels == 1) or (len(row) == 2 and row[0] == self.channels)
+            if not ok:
+                got = f" ({row[0]} channels)" if len(row) == 2 else ""
+                raise error(f"{who} expects {self.describe()} but {what} has rows of shape {row}{got}.")
+
+
+def input_spec(featurizer: Any, architecture: dict[str, Any] | None = None) -> InputSpec:
+    """What a featurizer → network pair reads, from the featurizer and the saved preset options."""
+    kind = getattr(featurizer, "type", None)
+    if kind in TEXT_FEATURIZERS:
+        return InputSpec(text=True)
+    if isinstance(featurizer, Identity):
+        shape = featurizer.shape
+        arch = architecture or {}
+        in_dim = (arch.get("options") or {}).get("in_dim")
+        if shape is None and arch.get("preset") == "mlp" and in_dim is not None:
+            shape = (int(in_dim),)
+        return InputSpec(text=False, shape=tuple(int(v) for v in shape) if shape is not None else None)
+    channels = getattr(featurizer, "channels", None)
+    if kind in ("sequence-scaler", "sequence-check") and channels is not None:
+        return InputSpec(text=False, channels=int(channels))
+    return InputSpec()
 
 
 class UnionNet(nn.Module):
@@ -124,12 +226,27 @@ class Student:
         return cls(featurizer, net, labels, kind, arch)
 
     # Inference ----------------------------------------------------------------
+    def input_spec(self) -> InputSpec:
+        """What x this student reads: text, or numeric rows of a known shape (when the preset says)."""
+        return input_spec(self.featurizer, self.architecture)
+
     @torch.no_grad()
     def logits(self, x: Any, batch_size: int = 512) -> torch.Tensor:
         inputs = x if isinstance(x, Inputs) else Inputs(x, what="x")
+        self.input_spec().check(inputs, "x", "the student")
         self.network.eval()
         feats = Inputs(self.featurizer.transform(inputs))  # whole dataset at once: featurizers may cache
-        return torch.cat([self.network(b) for b in feats.batches(batch_size)])
+        out = []
+        for b in feats.batches(batch_size):
+            try:
+                out.append(self.network(b))
+            except Exception as exc:  # a custom module's own complaint, in one line
+                arch = self.architecture.get("preset") or self.architecture.get("class") or "custom"
+                raise DataError(
+                    f"the student ({arch}) rejected x with rows of shape {tuple(inputs.shape[1:])} "
+                    f"({_first_line(exc)}); give x in the layout the student was trained on."
+                ) from None
+        return torch.cat(out)
 
     def predict_proba(self, x: Any, batch_size: int = 512) -> np.ndarray:
         """(n, len(labels)) probabilities; rows sum to 1 for a multiclass student."""
@@ -157,7 +274,7 @@ class Student:
         path.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
         tensors.update({_FEAT_PREFIX + k: v.contiguous() for k, v in self.featurizer.tensors().items()})
-        save_file(tensors, str(path / "model.safetensors"))
+        save_tensors(tensors, path / "model.safetensors")
         meta = {
             "format": FORMAT,
             "labels": self.labels,
@@ -167,7 +284,7 @@ class Student:
             "featurizer": {"type": self.featurizer.type, "config": self.featurizer.config()},
             "info": self.info,
             "versions": {
-                "amalgamator": __version__,
+                "amalgamator": _package_version(),
                 "torch": torch.__version__,
                 "python": platform.python_version(),
             },
@@ -179,40 +296,74 @@ class Student:
         return path
 
 
-def load_student(path: str | Path, backbone: nn.Module | None = None) -> Student:
+def load_student(path: str | Path, backbone: nn.Module | None = None, *, role: str = "student") -> Student:
     """Load a student folder written by :meth:`Student.save` (safetensors + JSON, no pickle).
 
     ``backbone`` is needed only for students built on a custom module: pass a fresh
-    instance of the same architecture and its weights are filled in.
+    instance of the same architecture and its weights are filled in. ``role="teacher"``
+    words errors for a folder loaded as a teacher (:meth:`Teacher.from_pretrained`).
     """
     path = Path(path)
+    teacher = role == "teacher"
+    where = f"teacher folder {str(path)!r}" if teacher else f"student folder {str(path)!r}"
+    fix = "re-save or re-export that teacher" if teacher else "re-save the student"
+
+    def corrupt(detail: str) -> TeacherError:
+        return TeacherError(f"{where} is corrupt: {detail}; {fix}.")
+
     meta_path, weights_path = path / "student.json", path / "model.safetensors"
     if not meta_path.exists() or not weights_path.exists():
+        if teacher:
+            missing = " and ".join(p.name for p in (meta_path, weights_path) if not p.exists())
+            raise TeacherError(f"{where} is not a complete student folder: {missing} is missing; {fix}.")
         raise TeacherError(f"{str(path)!r} is not a student folder: it needs student.json and model.safetensors.")
     try:
         meta = json.loads(meta_path.read_text())
         labels, arch, feat_meta = meta["labels"], meta["architecture"], meta["featurizer"]
-    except (json.JSONDecodeError, KeyError) as exc:
-        raise TeacherError(f"{meta_path} is corrupt ({type(exc).__name__}: {exc}); re-save the student.") from None
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise corrupt(f"{meta_path.name} cannot be read ({type(exc).__name__}: {exc})") from None
     try:
         tensors = load_file(str(weights_path))
     except Exception as exc:
-        raise TeacherError(f"{weights_path} is corrupt or not safetensors ({exc}); re-save the student.") from None
+        raise corrupt(f"{weights_path.name} is not a readable safetensors file ({_first_line(exc)})") from None
     feat_tensors = {k[len(_FEAT_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_FEAT_PREFIX)}
     net_tensors = {k: v for k, v in tensors.items() if not k.startswith(_FEAT_PREFIX)}
-    featurizer = featurizer_class(feat_meta["type"]).from_saved(feat_meta["config"], feat_tensors)
+    try:
+        featurizer = featurizer_class(feat_meta["type"]).from_saved(feat_meta["config"], feat_tensors)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise corrupt(f"its featurizer cannot be rebuilt from {meta_path.name} ({_first_line(exc)})") from None
     if arch.get("preset"):
-        _, bb, _ = build(arch["preset"], None, arch["options"], featurizer)
+        try:
+            _, bb, _ = build(arch["preset"], None, arch["options"], featurizer)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise corrupt(f"its architecture cannot be rebuilt from {meta_path.name} ({_first_line(exc)})") from None
     elif backbone is not None:
         bb = backbone
+    elif teacher:
+        raise TeacherError(
+            f"{where} holds a student built on the custom module {arch.get('class')}, which a path alone cannot "
+            "rebuild; load it with st = am.load_student(path, backbone=MyModule(...)) and pass st.as_teacher(name)."
+        )
     else:
         raise TeacherError(
             f"{str(path)!r} holds a student built on the custom module {arch.get('class')}; "
             "pass a fresh instance: load_student(path, backbone=MyModule(...))."
         )
+    if "head.weight" not in net_tensors:
+        raise corrupt(f"{weights_path.name} has no head.weight tensor")
     head_w = net_tensors["head.weight"]
     net = UnionNet(bb, head_w.shape[1], head_w.shape[0])
-    net.load_state_dict(net_tensors, strict=True)
+    try:
+        net.load_state_dict(net_tensors, strict=True)
+    except RuntimeError as exc:
+        if not arch.get("preset"):
+            raise TeacherError(
+                f"the weights in {where} do not fit the module passed as backbone= ({_first_line(exc)}); "
+                f"pass a fresh instance of {arch.get('class')} built with the same options."
+            ) from None
+        raise corrupt(
+            f"the weights in {weights_path.name} do not fit the architecture in {meta_path.name} ({_first_line(exc)})"
+        ) from None
     net.eval()
     st = Student(featurizer, net, labels, meta.get("kind", "multiclass"), arch, meta.get("method"), meta.get("info"))
     report = path / "report.md"

@@ -58,6 +58,14 @@ def _feature_of(out: Any) -> torch.Tensor:
     raise TeacherError(f"a feature tap returned {type(out).__name__}, not a tensor.")
 
 
+def _spec_of(preprocess: Any) -> Any:
+    """What a teacher reads, as far as its preprocessing tells (a student's featurizer does; others do not)."""
+    from .models import Featurizer
+    from .student import InputSpec, input_spec
+
+    return input_spec(preprocess) if isinstance(preprocess, Featurizer) else InputSpec()
+
+
 class Teacher:
     """A frozen pre-trained model plus the names of the labels its outputs stand for.
 
@@ -81,6 +89,13 @@ class Teacher:
         preprocess: Callable[[Batch], Any] | None = None,
     ):
         if not isinstance(model, nn.Module):
+            from .student import Student
+
+            if isinstance(model, Student):
+                raise TeacherError(
+                    f"{f'teacher {name!r}: ' if name is not None else ''}am.Teacher was given an amalgamator Student, "
+                    "not a model; use student.as_teacher(name) instead (its labels and featurizer come along)."
+                )
             raise TeacherError(f"teacher {name!r}: model must be a torch.nn.Module, not {type(model).__name__}.")
         self.name = str(name) if name is not None else f"teacher@{id(self):x}"
         if kind not in KINDS:
@@ -95,6 +110,9 @@ class Teacher:
             self._module_at(path)
         self.preprocess = preprocess
         self._fp: str | None = None
+        #: The folder it was loaded from (``from_pretrained``), else None: made in Python.
+        self.folder: Path | None = None
+        self._spec = _spec_of(preprocess)
 
     def __repr__(self) -> str:
         return f"Teacher(name={self.name!r}, kind={self.kind!r}, labels={len(self.labels)})"
@@ -114,10 +132,24 @@ class Teacher:
         return any(isinstance(m, _DROPOUT_TYPES) for m in self.model.modules())
 
     # Running ---------------------------------------------------------------
+    def _prepare(self, batch: Batch) -> Any:
+        """The model's input for a raw batch: checked against what the teacher reads, then preprocessed."""
+        self._spec.check(batch, "the data", f"teacher {self.name!r}")
+        return self.preprocess(batch) if self.preprocess is not None else batch
+
+    def _layout_hint(self) -> str:
+        """How to fix data the model rejected: a folder's expected layout, or preprocess= for Python teachers."""
+        if self.folder is None:
+            return "give data in the layout the teacher was trained on, or pass preprocess= to reshape it."
+        layout = self._spec.describe()
+        if layout:
+            return f"the teacher folder {str(self.folder)!r} reads {layout}; give the data in that layout."
+        return f"give the data in the layout the teacher in {str(self.folder)!r} was trained on."
+
     def _forward(self, batch: Batch, inp: Any = None) -> torch.Tensor:
         """Logits for a batch; ``inp`` is the already preprocessed input, to run the model on it again."""
         if inp is None:
-            inp = self.preprocess(batch) if self.preprocess is not None else batch
+            inp = self._prepare(batch)
         try:
             out = self.model(**inp) if isinstance(inp, dict) else self.model(inp)
         except TeacherError:
@@ -125,8 +157,7 @@ class Teacher:
         except Exception as exc:  # the model's own complaint, shortened to one line
             shape = len(batch) if isinstance(batch, list) else tuple(batch.shape)
             raise TeacherError(
-                f"teacher {self.name!r} rejected a batch of shape {shape} ({_first_line(exc)}); "
-                "give data in the layout the teacher was trained on, or pass preprocess= to reshape it."
+                f"teacher {self.name!r} rejected a batch of shape {shape} ({_first_line(exc)}); {self._layout_hint()}"
             ) from None
         logits = _logits_of(out)
         self._check_logits(logits, len(batch))
@@ -151,6 +182,7 @@ class Teacher:
         transform = getattr(self.preprocess, "transform", None)
         if transform is None:
             return inputs, False
+        self._spec.check(inputs, "the data", f"teacher {self.name!r}")
         return Inputs(transform(inputs), what=f"teacher {self.name!r} features"), True
 
     @torch.no_grad()
@@ -211,7 +243,7 @@ class Teacher:
         if prepared:
             inp = batch
         else:  # once, not K times
-            inp = self.preprocess(batch) if self.preprocess is not None else batch
+            inp = self._prepare(batch)
         with self.mc_dropout(p):
             return torch.stack([self._forward(batch, inp).softmax(-1).cpu() for _ in range(k)])
 
@@ -242,13 +274,19 @@ class Teacher:
         ``config.id2label`` and its tokenizer from the same folder (needs the ``text`` extra).
         """
         path = Path(path)
+        if path.is_file():
+            raise TeacherError(
+                f"{str(path)!r} exists but is a file; a teacher is loaded from a folder (an amalgamator student "
+                "folder or a Hugging Face checkpoint folder), or made in Python: load the model yourself (e.g. "
+                "torch.load(path, weights_only=True) into its module) and wrap it as am.Teacher(model, labels=...)."
+            )
         if not path.is_dir():
             raise TeacherError(f"teacher folder {str(path)!r} does not exist.")
         if (path / "student.json").exists():
             from .student import load_student
 
-            st = load_student(path)
-            return cls(
+            st = load_student(path, role="teacher")
+            teacher = cls(
                 st.network,
                 labels=st.labels,
                 name=name or path.name,
@@ -256,11 +294,16 @@ class Teacher:
                 features=features,
                 preprocess=st.featurizer,
             )
+            teacher._spec = st.input_spec()
+            teacher.folder = path
+            return teacher
         if (path / "config.json").exists():
             from .models.hf import load_hf_classifier
 
             model, labels, preprocess = load_hf_classifier(path)
-            return cls(model, labels=labels, name=name or path.name, features=features, preprocess=preprocess)
+            teacher = cls(model, labels=labels, name=name or path.name, features=features, preprocess=preprocess)
+            teacher.folder = path
+            return teacher
         raise TeacherError(
             f"{str(path)!r} is neither an amalgamator student folder (student.json) nor a Hugging Face "
             "checkpoint folder (config.json)."

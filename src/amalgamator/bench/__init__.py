@@ -7,17 +7,31 @@ over seeds) to ``OUT/<suite>.md`` / ``.json`` (default ``bench/results``).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import AmalgamatorError, suggest
-from . import digits, multiclass, semisupervised, store_effect
 
-SUITES: dict[str, tuple[Callable[..., dict], str]] = {
-    "digits": (digits.run, "the demo's comparison (teachers, ensemble, kd, uhc, supervised) over seeds"),
-    "multiclass": (multiclass.run, "Family A on Fashion-MNIST, letters and fortunes (MUKI Tables 1-4, CFL)"),
-    "semisupervised": (semisupervised.run, "Family B on SYN and HAPT sequences (thesis Ch. 3 Tables 3-5)"),
-    "store": (store_effect.run, "wall time of kd reading the teacher-output store vs running teachers every step"),
+
+class Suite(NamedTuple):
+    """A registered suite: the module under ``amalgamator.bench`` whose ``run`` it calls, and one line
+    saying what it measures (shown by ``amalgamator bench --help`` and an unknown-suite error)."""
+
+    module: str
+    description: str
+
+    def runner(self) -> Callable[..., dict]:
+        """The suite's ``run`` function, imported only when the suite runs (``--help`` stays light)."""
+        return importlib.import_module(f"{__name__}.{self.module}").run
+
+
+SUITES: dict[str, Suite] = {
+    "digits": Suite("digits", "the demo's comparison (teachers, ensemble, kd, uhc, supervised) over seeds"),
+    "multiclass": Suite("multiclass", "Family A on Fashion-MNIST, letters and fortunes (MUKI Tables 1-4, CFL)"),
+    "semisupervised": Suite("semisupervised", "Family B on SYN and HAPT sequences (thesis Ch. 3 Tables 3-5)"),
+    "store": Suite("store_effect", "wall time of kd reading the teacher-output store vs running teachers every step"),
 }
 
 
@@ -34,10 +48,10 @@ def run_suite(
 
     if name not in SUITES:
         raise AmalgamatorError(
-            f"unknown bench suite {name!r}.{suggest(name, SUITES)} Suites: "
-            + "; ".join(f"{k} ({doc})" for k, (_, doc) in SUITES.items())
+            f"unknown bench suite {name!r}.{suggest(name, SUITES)} Suites: {', '.join(SUITES)} "
+            "(`amalgamator bench --help` says what each measures)."
         )
-    fn, _ = SUITES[name]
+    fn = SUITES[name].runner()
     out_dir = Path(out) if out is not None else Path("bench") / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     if rows:

@@ -14,23 +14,29 @@ import numpy as np  # noqa: E402
 from ..methods.muki import normalised_uncertainty  # noqa: E402
 
 
+def outside_legend(ax, fontsize: float = 7, **kwargs: Any) -> Any:
+    """A legend to the right of ``ax``, outside it, so it never covers a bar or a point (the figure's
+    constrained layout and ``bbox_inches="tight"`` make room for it)."""
+    return ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, **kwargs)
+
+
 def accuracy_bars(results: dict, path: Path) -> None:
     """Grouped bars: mean accuracy of each main row, one group per case."""
     cases = results["cases"]
     keys = list(cases)
     rows = [r for r in cases[keys[0]]["runs"][0]["rows"] if not r.startswith("teacher") and "w/o" not in r]
     width = 0.8 / len(rows)
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(keys) + 2), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(keys) + 2), 4), layout="constrained")
     for j, row in enumerate(rows):
         means = [100 * np.mean([r["rows"][row]["accuracy"] for r in cases[k]["runs"]]) if row in
                  cases[k]["runs"][0]["rows"] else np.nan for k in keys]  # fmt: skip
         ax.bar(np.arange(len(keys)) + j * width, means, width, label=row)
-    ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, [cases[k]["title"] for k in keys], rotation=15, fontsize=8)
+    ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, [cases[k]["title"] for k in keys], rotation=20,
+                  fontsize=8, ha="right", rotation_mode="anchor")  # fmt: skip
     ax.set_ylabel("test accuracy %")
     ax.set_ylim(0, 100)
-    ax.legend(fontsize=7, ncol=3, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    outside_legend(ax)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -39,7 +45,7 @@ def uncertainty_histograms(diagnostics: dict, teachers, x_pool, y_pool, title: s
     owner = np.array([next(i for i, t in enumerate(teachers) if y in t.labels) for y in y_pool])
     plain = np.stack([normalised_uncertainty(t.logits(x_pool).softmax(-1)).numpy() for t in teachers], 1)
     mc = diagnostics["uncertainty"].numpy()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True, layout="constrained")
     bins = np.linspace(0, 1, 31)
     rows = np.arange(len(y_pool))
     for ax, u, name in ((axes[0], plain, "prediction entropy (K = 1)"), (axes[1], mc, "Monte-Carlo dropout")):
@@ -50,10 +56,9 @@ def uncertainty_histograms(diagnostics: dict, teachers, x_pool, y_pool, title: s
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("normalised uncertainty u / log|Y|")
     axes[0].set_ylabel("density")
-    axes[0].legend(fontsize=8)
+    outside_legend(axes[-1], fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -99,7 +104,7 @@ def cfl_tsne(result, teachers, x, y, path: Path) -> bool:
     labels = sorted(set(y))
     colours = {lb: plt.cm.tab10(i % 10) for i, lb in enumerate(labels)}
     markers = ["o", "^", "s", "D", "v"]
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    fig, ax = plt.subplots(figsize=(6.5, 5.5), layout="constrained")
     start = 0
     for gi, (name, _, keep) in enumerate(groups):
         pts = emb[start : start + keep.sum()]
@@ -109,12 +114,11 @@ def cfl_tsne(result, teachers, x, y, path: Path) -> bool:
     handles = [plt.Line2D([], [], marker="o", ls="", color=colours[lb], label=lb) for lb in labels]
     handles += [plt.Line2D([], [], marker=markers[i % len(markers)], ls="", color="grey", label=g[0])
                 for i, g in enumerate(groups)]  # fmt: skip
-    ax.legend(handles=handles, fontsize=6, loc="upper right", ncol=2)
+    outside_legend(ax, handles=handles, fontsize=6, ncol=1 if len(handles) <= 16 else 2)
     ax.set_title("CFL common space (t-SNE): colour = true class, marker = model", fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return True
 
@@ -124,7 +128,8 @@ def trust_plot(results: dict, path: Path) -> Path:
     one panel per dataset and setting; a class's owners are named under it."""
     data = list(results["data"])
     settings = list(results["data"][data[0]]["runs"][0]["settings"])
-    fig, axes = plt.subplots(len(data), len(settings), figsize=(4.2 * len(settings), 3.2 * len(data)), squeeze=False)
+    fig, axes = plt.subplots(len(data), len(settings), figsize=(4.2 * len(settings), 3.6 * len(data)), squeeze=False,
+                             layout="constrained")  # fmt: skip
     for i, ds in enumerate(data):
         runs = results["data"][ds]["runs"]
         for j, setting in enumerate(settings):
@@ -137,13 +142,13 @@ def trust_plot(results: dict, path: Path) -> Path:
             width = 0.8 / trust.shape[1]
             for k in range(trust.shape[1]):
                 ax.bar(np.arange(len(classes)) + k * width, trust[:, k], width, label=f"trust in T{k + 1}")
-            ticks = [f"{c[:10]}\n({'+'.join(f'T{k + 1}' for k, g in enumerate(groups) if c in g)})" for c in classes]
-            ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, ticks, fontsize=6)
+            ticks = [f"{c} ({'+'.join(f'T{k + 1}' for k, g in enumerate(groups) if c in g)})" for c in classes]
+            ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, ticks, fontsize=6, rotation=45, ha="right",
+                          rotation_mode="anchor")  # fmt: skip
             ax.set_ylim(0, 1)
             ax.set_title(f"{results['data'][ds]['title']}, {setting}, {100 * float(ratio):.0f}% labels", fontsize=8)
-            if i == 0 and j == 0:
-                ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=7, loc="outside right upper")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path

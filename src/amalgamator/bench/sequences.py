@@ -1,7 +1,8 @@
 """Sequence datasets for the semi-supervised benchmark (thesis `000` Ch. 3, Tables 3–5).
 
 - ``syn``: the thesis's SYN, synthetic control charts (Alcock & Manolopoulos 1999), 600 series
-  of length 60 in 6 classes, from ``../shared/data/syn`` (or ``$AMALGAMATOR_SYN``).
+  of length 60 in 6 classes, shipped with the package in ``bench/data/syn`` (``$AMALGAMATOR_SYN``
+  overrides it).
 - ``hapt``: smartphone activity windows (the thesis's HAR), see :mod:`amalgamator.bench.hapt`.
 - ``japanese-vowels``: aeon's bundled JapaneseVowels, 12 channels, lengths 7–29: the small
   variable-length, multichannel case (NaN-padded with :func:`amalgamator.pad_sequences`).
@@ -21,6 +22,7 @@ import numpy as np
 from ..data import pad_sequences
 from ..errors import DataError
 
+SYN_PACKAGED = Path(__file__).resolve().parent / "data" / "syn"  # package data, see its README.md
 SYN_CLASSES = ("normal", "cyclic", "increasing", "decreasing", "upward_shift", "downward_shift")
 
 
@@ -37,17 +39,15 @@ class SequenceSet:
 
 
 def syn_folder() -> Path:
-    """Where the SYN text files are: ``$AMALGAMATOR_SYN`` or ``shared/data/syn`` beside the repository."""
+    """Where the SYN text files are: ``$AMALGAMATOR_SYN`` if set, else the copy shipped in the package."""
     env = os.environ.get("AMALGAMATOR_SYN")
-    candidates = [Path(env)] if env else []
-    here = Path(__file__).resolve()
-    candidates += [p / "shared" / "data" / "syn" for p in here.parents[3:5]]
-    for c in candidates:
-        if (c / "syn_train.txt").exists():
-            return c
+    folder = Path(env) if env else SYN_PACKAGED
+    if (folder / "syn_train.txt").exists() and (folder / "syn_test.txt").exists():
+        return folder
+    where = f"AMALGAMATOR_SYN={env}" if env else f"the package folder {folder} (a broken install?)"
     raise DataError(
-        "the SYN control-chart files (syn_train.txt, syn_test.txt) were not found; they live in "
-        "shared/data/syn beside the repository, or set AMALGAMATOR_SYN to their folder."
+        f"the SYN control-chart files (syn_train.txt, syn_test.txt) were not found in {where}; "
+        "unset AMALGAMATOR_SYN to use the copy shipped with amalgamator, or point it at their folder."
     )
 
 

@@ -16,19 +16,33 @@ import contextlib
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn as nn
+from pydantic import Field, StrictBool
 
 from ..data import Inputs
-from ..errors import MethodError, suggest
+from ..errors import MethodError, check_options, suggest
 from ..labels import LabelSpace, owner_mask
 from ..store import LOGITS
 from ..teachers import Teacher
 
 REGISTRY: dict[str, type[Method]] = {}
+
+# Option rules (pydantic types): every method option is checked by name and range before anything runs.
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=1)]
+Steps = Annotated[int, Field(ge=0)]
+Flag = StrictBool
+
+
+def Range(**bounds: float) -> Any:  # noqa: N802  (a type, spelled like one)
+    """A finite float within pydantic bounds, e.g. ``Range(gt=0, le=1)``."""
+    return Annotated[float, Field(allow_inf_nan=False, **bounds)]
 
 
 def register(cls: type[Method]) -> type[Method]:
@@ -139,18 +153,15 @@ class Method:
     trains: ClassVar[bool] = True
     #: options and their defaults; ``__init__`` rejects anything else by name.
     defaults: ClassVar[dict[str, Any]] = {}
+    #: a pydantic-checkable type per option (``Positive``, ``Literal["a", "b"]``, ...); an option
+    #: without a rule must have its default's type.
+    rules: ClassVar[dict[str, Any]] = {}
     #: module paths inside the student network whose outputs ``loss`` reads (``out.taps``).
     student_taps: list[str] = []
 
     def __init__(self, **options: Any):
-        unknown = sorted(set(options) - set(self.defaults))
-        if unknown:
-            hint = suggest(unknown[0], self.defaults)
-            raise MethodError(
-                f"method {self.name!r} has no option {unknown[0]!r}.{hint} "
-                f"Its options: {sorted(self.defaults) or 'none'}."
-            )
-        self.options = {**self.defaults, **options}
+        rules = {k: self.rules.get(k, _rule_of(v)) for k, v in self.defaults.items()}
+        self.options = {**self.defaults, **check_options(f"method {self.name!r}", options, rules, MethodError)}
         #: per-row quantities a method computed in ``prepare`` (e.g. MUKI's uncertainties), for analysis.
         self.diagnostics: dict[str, torch.Tensor] = {}
 
@@ -184,6 +195,13 @@ class Method:
         """Train the student and return the engine's History. The default is one engine pass over
         ``prepare``'s targets; methods with several stages (self-training rounds) override it."""
         return train(self.prepare(ctx), self.train_rows(ctx))
+
+
+def _rule_of(default: Any) -> Any:
+    """The rule for an option declared without one: its default's type (any value when None)."""
+    if isinstance(default, bool):
+        return Flag
+    return Any if default is None else type(default)
 
 
 @torch.no_grad()

@@ -35,13 +35,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from ..errors import MethodError
 from ..progress import warn
-from .base import Context, Method, StudentOutput, register, soft_cross_entropy
+from .base import Context, Count, Flag, Method, NonNegative, Range, StudentOutput, register, soft_cross_entropy
 
 
 def top_probability(logits: torch.Tensor, temperature: float = 1.0) -> float:
@@ -205,15 +205,22 @@ def calibrate(
 @register
 class Calibrated(Method):
     name = "calibrated"
-    paper = "ours (issue 5): temperature calibration to pool shares + prior balancing (Saerens et al. 2002 for EM)"
+    paper = (
+        "ours: temperature calibration to pool shares + prior balancing; the EM prior after Saerens et al. 2002, "
+        "Adjusting the Outputs of a Classifier to New a Priori Probabilities: A Simple Procedure (Neural Computation)"
+    )
     family = "A: multi-class union"
     summary = "teachers temperature-scaled to their pool share, mixed by share, balanced to a class prior"
     defaults = {"temperature": True, "prior": "uniform", "own_confidence": 1.0, "iterations": 20}
+    rules = {
+        "temperature": Flag,
+        "prior": Literal["uniform", "em", "none"] | dict[str, NonNegative],
+        "own_confidence": Range(gt=0, le=1),
+        "iterations": Count,
+    }
 
     def prepare(self, ctx: Context) -> dict[str, torch.Tensor]:
         o = self.options
-        if not 0 < float(o["own_confidence"]) <= 1:
-            raise MethodError(f"calibrated option own_confidence must be in (0, 1]; got {o['own_confidence']!r}.")
         cal = calibrate(
             [ctx.logits(i) for i in range(len(ctx.teachers))],
             [ctx.positions(i) for i in range(len(ctx.teachers))],

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from ..errors import MethodError
 from ..store import LOGITS, feature_piece
 from ..teachers import Teacher
-from .base import Context, Method, StudentOutput, register, soft_cross_entropy, union_logits
+from .base import Context, Method, Positive, Probability, StudentOutput, register, soft_cross_entropy, union_logits
 
 #: RBF bandwidths σ of the authors' code (``CFLoss(sigmas=[0.001, 0.01, 0.05, 0.1, 0.2, 1, 2])``).
 SIGMAS: tuple[float, ...] = (0.001, 0.01, 0.05, 0.1, 0.2, 1.0, 2.0)
@@ -180,18 +180,14 @@ class CFL(Method):
     """
 
     name = "cfl"
-    paper = "Luo et al. 2019 (003) §4"
+    paper = "Luo et al. 2019, Knowledge Amalgamation from Heterogeneous Networks by Common Feature Learning (IJCAI) §4"
     family = "A: multi-class union"
     summary = "features matched by MMD in a learned common space, plus KD on the logits"
     defaults = {"alpha": 0.5, "tau": 1.0}
+    rules = {"alpha": Probability, "tau": Positive}  # Eq. 6 mixes two terms with α and 1 − α
 
     def __init__(self, **options):
         super().__init__(**options)
-        alpha = float(self.options["alpha"])
-        if not 0.0 <= alpha <= 1.0:
-            raise MethodError(f"method 'cfl' needs 0 <= alpha <= 1 (Eq. 6), got {alpha}.")
-        if not float(self.options["tau"]) > 0:
-            raise MethodError(f"method 'cfl' needs tau > 0, got {self.options['tau']}.")
         self.block: CommonSpace | None = None
 
     def pieces(self, teacher: Teacher) -> list[str]:

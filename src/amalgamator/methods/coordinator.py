@@ -20,6 +20,8 @@ e/(e + 1) ≈ 0.73 between two teachers; that is the paper's formula and the def
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -27,7 +29,19 @@ import torch.nn.functional as F
 
 from ..errors import MethodError
 from ..progress import warn
-from .base import Context, Method, StudentOutput, epochs_for, network_outputs, register, soft_cross_entropy
+from .base import (
+    Context,
+    Count,
+    Method,
+    Positive,
+    Steps,
+    StudentOutput,
+    Trainer,
+    epochs_for,
+    network_outputs,
+    register,
+    soft_cross_entropy,
+)
 
 
 class TrustLearning(Method):
@@ -45,22 +59,14 @@ def expert_targets(ctx: Context) -> torch.Tensor:
     return owners[:, ctx.y.clamp_min(0)].T.contiguous()
 
 
-def train_trust_learner(ctx: Context, epochs: int, lr: float, min_steps: int) -> nn.Module:
-    """Step 1: fit a fresh student-architecture network to the labeled rows' expert targets."""
-    from ..engine import TrainConfig, fit  # the engine imports the methods package
-
+def train_trust_learner(ctx: Context, train: Trainer, epochs: int, lr: float, min_steps: int) -> nn.Module:
+    """Step 1: fit a fresh student-architecture network to the labeled rows' expert targets, through the
+    engine's ``train`` (its own checkpoints under ``out/trust/``)."""
     rows = ctx.labeled.nonzero().flatten().numpy()
-    cfg = ctx.config
-    ttl_cfg = TrainConfig(
-        epochs=epochs_for(len(rows), cfg.batch_size, epochs, min_steps),
-        batch_size=cfg.batch_size,
-        lr=lr,
-        weight_decay=cfg.weight_decay,
-        seed=cfg.seed,
-        progress=cfg.progress,
-    )
     net = ctx.fresh_network(len(ctx.teachers))
-    fit(net, TrustLearning(), ctx.features, {"expert": expert_targets(ctx)}, rows, ttl_cfg)
+    epochs = epochs_for(len(rows), ctx.config.batch_size, epochs, min_steps)
+    train({"expert": expert_targets(ctx)}, rows, stage="trust", epochs=epochs, network=net,
+          objective=TrustLearning(), lr=lr)  # fmt: skip
     return net
 
 
@@ -92,22 +98,32 @@ def check_labeled_cover(ctx: Context, method: str) -> None:
 @register
 class TeacherCoordinator(Method):
     name = "tc"
-    paper = "thesis (000) Ch. 3 §3.5, Teacher Coordinator, Eq. 6–14"
+    paper = (
+        "Thadajarassiri 2023, Knowledge Amalgamation from Heterogeneous Pre-Trained Models (PhD thesis, WPI) "
+        "Ch. 3 §3.5: Teacher Coordinator, Eq. 6–14"
+    )
     family = "B: semi-supervised multi-class union"
     summary = "trust learner on the few labels weights each teacher per example; student mimics the blend"
     uses_labels = "required"
     defaults = {"ttl_epochs": 50, "ttl_lr": None, "min_steps": 300, "trust": "softmax"}
+    rules = {
+        "ttl_epochs": Count,
+        "ttl_lr": Positive | None,
+        "min_steps": Steps,
+        "trust": Literal["softmax", "normalized"],
+    }
     #: whether labeled rows train on their true one-hot label instead of the surrogate target
     true_labels_on_labeled = False
 
-    def prepare(self, ctx: Context) -> dict[str, torch.Tensor]:
-        if self.options["trust"] not in ("softmax", "normalized"):
-            raise MethodError(
-                f"tc option trust must be 'softmax' (Eq. 8) or 'normalized'; got {self.options['trust']!r}."
-            )
+    def run(self, ctx: Context, train: Trainer) -> Any:
+        """Train the trust learner (Eq. 9), then the student on the amalgamated target (Eq. 14)."""
         check_labeled_cover(ctx, self.name)
         lr = float(self.options["ttl_lr"] or ctx.config.lr)  # default: the student's learning rate
-        ttl = train_trust_learner(ctx, int(self.options["ttl_epochs"]), lr, int(self.options["min_steps"]))
+        ttl = train_trust_learner(ctx, train, int(self.options["ttl_epochs"]), lr, int(self.options["min_steps"]))
+        return train(self.targets(ctx, ttl), self.train_rows(ctx))
+
+    def targets(self, ctx: Context, ttl: nn.Module) -> dict[str, torch.Tensor]:
+        """The per-row targets once the trust learner is trained (Eq. 7, 8, 10-11)."""
         e = trust_scores(ttl, ctx.features)
         trust = e.softmax(-1) if self.options["trust"] == "softmax" else e / e.sum(1, keepdim=True).clamp_min(1e-12)
         target = amalgamated_target(ctx, trust)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from ..errors import MethodError
 from ..store import LOGITS, feature_piece
 from ..teachers import Teacher
-from .base import Context, Method, StudentOutput, register, union_logits
+from .base import Context, Method, NonNegative, Positive, StudentOutput, register, union_logits
 from .cfl import channels, layout
 from .kd import kd_loss
 
@@ -94,22 +94,22 @@ class DFA(Method):
     """
 
     name = "dfa"
-    paper = "Shen et al. 2019, as in MUKI (002) §3.1"
+    paper = (
+        "Shen et al. 2019, Amalgamating Knowledge towards Comprehensive Classification (AAAI); "
+        "as the baseline in Li et al. 2022 (MUKI) §3.1"
+    )
     family = "A: multi-class union"
     summary = "Vanilla KD plus per-teacher, per-layer feature adapters matched with MSE"
     defaults = {"tau": 1.0, "beta": 1.0, "student_layers": []}
+    rules = {"tau": Positive, "beta": NonNegative, "student_layers": str | list[str]}
 
     def __init__(self, **options):
         super().__init__(**options)
         layers = self.options["student_layers"]
         if isinstance(layers, str):
             layers = [layers]
-        if not isinstance(layers, (list, tuple)) or not all(isinstance(p, str) for p in layers):
-            raise MethodError(f"method 'dfa' needs student_layers as a list of student module paths, got {layers!r}.")
         self.options["student_layers"] = list(layers)
         self.student_taps = list(layers)
-        if not float(self.options["tau"]) > 0:
-            raise MethodError(f"method 'dfa' needs tau > 0, got {self.options['tau']}.")
         self.adapters: nn.ModuleList | None = None
         self._pairs: list[tuple[int, int]] = []
 

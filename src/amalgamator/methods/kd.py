@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Context, Method, StudentOutput, register, union_logits
+from .base import Context, Method, Positive, StudentOutput, register, union_logits
 
 
 def kd_loss(target_logits: torch.Tensor, student_logits: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
@@ -24,10 +24,14 @@ def kd_loss(target_logits: torch.Tensor, student_logits: torch.Tensor, tau: floa
 @register
 class KD(Method):
     name = "kd"
-    paper = "Hinton et al. 2015; MUKI (002) §3.1"
+    paper = (
+        "Hinton et al. 2015, Distilling the Knowledge in a Neural Network (arXiv:1503.02531); "
+        "as the baseline in Li et al. 2022 (MUKI) §3.1"
+    )
     family = "A: multi-class union"
     summary = "student mimics the softmax of the teachers' logits concatenated over the union"
     defaults = {"tau": 1.0}
+    rules = {"tau": Positive}
 
     def prepare(self, ctx: Context) -> dict[str, torch.Tensor]:
         return {"target_logits": union_logits(ctx, "mean")}

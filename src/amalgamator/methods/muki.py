@@ -29,7 +29,7 @@ from ..errors import MethodError
 from ..progress import warn
 from ..store import LOGITS, mc_piece
 from ..teachers import Teacher
-from .base import Context, Method, StudentOutput, register, soft_cross_entropy
+from .base import Context, Count, Flag, Method, Positive, Range, StudentOutput, register, soft_cross_entropy
 
 
 def normalised_uncertainty(probs: torch.Tensor) -> torch.Tensor:
@@ -49,8 +49,18 @@ def instance_weights(confidence: torch.Tensor) -> torch.Tensor:
 
 class _MUKI(Method):
     family = "A: multi-class union"
-    paper = "Li et al. 2022, MUKI (002) §2.2"
+    paper = (
+        "Li et al. 2022, From Mimicking to Integrating: Knowledge Integration for Pre-Trained Language Models "
+        "(Findings of EMNLP) §2.2"
+    )
     defaults = {"k": 16, "p": 0.1, "tau": 0.2, "reweight": True, "mc_seed": 0}
+    rules = {
+        "k": Count,
+        "p": Range(ge=0, lt=1),
+        "tau": Positive,
+        "reweight": Flag,
+        "mc_seed": int,
+    }
 
     def _k(self, teacher: Teacher) -> int:
         return int(self.options["k"]) if teacher.has_dropout else 1

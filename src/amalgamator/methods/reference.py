@@ -26,7 +26,10 @@ from .base import Context, Method, StudentOutput, place_in_union, register
 @register
 class Ensemble(Method):
     name = "ensemble"
-    paper = "MUKI (002) §3.1, simple baseline"
+    paper = (
+        "Li et al. 2022, From Mimicking to Integrating: Knowledge Integration for Pre-Trained Language Models "
+        "(Findings of EMNLP) §3.1: simple baseline"
+    )
     family = "A: multi-class union"
     summary = "reference row: teachers' logits concatenated over the union, argmax (no training)"
     trains = False
@@ -64,7 +67,11 @@ class EnsemblePredictor:
 @register
 class Supervised(Method):
     name = "supervised"
-    paper = "upper bound (MUKI (002) Table 1 'Supervised')"
+    paper = (
+        "upper bound, as "
+        "Li et al. 2022, From Mimicking to Integrating: Knowledge Integration for Pre-Trained Language Models "
+        "(Findings of EMNLP) Table 1 'Supervised'"
+    )
     family = "A: multi-class union"
     summary = "reference row: the student trained on true labels (needs labeled=(x, y))"
     uses_labels = "required"

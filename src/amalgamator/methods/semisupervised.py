@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import Context, StudentOutput, Trainer, epochs_for, network_outputs, register
+from .base import Context, Range, Steps, StudentOutput, Trainer, epochs_for, network_outputs, register
 from .kd import KD
 from .reference import Supervised
 from .uhc import UHC
@@ -37,10 +37,14 @@ def labeled_cross_entropy(batch: dict[str, torch.Tensor], out: StudentOutput) ->
 @register
 class Sup(Supervised):
     name = "sup"
-    paper = "thesis (000) §3.6, SupLSTM baseline"
+    paper = (
+        "Thadajarassiri 2023, Knowledge Amalgamation from Heterogeneous Pre-Trained Models (PhD thesis, WPI) "
+        "§3.6: SupLSTM baseline"
+    )
     family = FAMILY_B
     summary = "the student trained on the few labeled examples alone"
     defaults = {"min_steps": 300}
+    rules = {"min_steps": Steps}
 
     def run(self, ctx: Context, train: Trainer):
         rows = self.train_rows(ctx)
@@ -51,10 +55,15 @@ class Sup(Supervised):
 @register
 class SelfTrain(Supervised):
     name = "selftrain"
-    paper = "thesis (000) §3.6, SelfTrain baseline [86]"
+    paper = (
+        "Thadajarassiri 2023, Knowledge Amalgamation from Heterogeneous Pre-Trained Models (PhD thesis, WPI) "
+        "§3.6: SelfTrain baseline, after "
+        "Rosenberg et al. 2005, Semi-Supervised Self-Training of Object Detection Models (WACV/MOTION)"
+    )
     family = FAMILY_B
     summary = "train on the labels, then add confident pseudo-labels of the pool, round after round"
     defaults = {"threshold": 0.9, "rounds": 5, "min_steps": 300}
+    rules = {"threshold": Range(gt=0, le=1), "rounds": Steps, "min_steps": Steps}
 
     def run(self, ctx: Context, train: Trainer):
         y = ctx.y.clone()
@@ -113,7 +122,10 @@ class _PlusLabeledCrossEntropy:
 @register
 class SupKD(_PlusLabeledCrossEntropy, KD):
     name = "supkd"
-    paper = "thesis (000) §3.6, SupKD baseline"
+    paper = (
+        "Thadajarassiri 2023, Knowledge Amalgamation from Heterogeneous Pre-Trained Models (PhD thesis, WPI) "
+        "§3.6: SupKD baseline"
+    )
     family = FAMILY_B
     summary = "KD on all rows plus cross-entropy on the labeled rows"
 
@@ -121,6 +133,9 @@ class SupKD(_PlusLabeledCrossEntropy, KD):
 @register
 class SupUHC(_PlusLabeledCrossEntropy, UHC):
     name = "supuhc"
-    paper = "thesis (000) §3.6, SupUHC baseline"
+    paper = (
+        "Thadajarassiri 2023, Knowledge Amalgamation from Heterogeneous Pre-Trained Models (PhD thesis, WPI) "
+        "§3.6: SupUHC baseline"
+    )
     family = FAMILY_B
     summary = "UHC on all rows plus cross-entropy on the labeled rows"

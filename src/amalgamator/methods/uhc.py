@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import torch
 
-from .base import Context, Method, StudentOutput, register, soft_cross_entropy
+from .base import Context, Method, Positive, StudentOutput, register, soft_cross_entropy
 
 
 @register
 class UHC(Method):
     name = "uhc"
-    paper = "Vongkulbhisal et al. 2019, as in MUKI (002) §3.1 / thesis §3.6"
+    paper = (
+        "Vongkulbhisal et al. 2019, Unifying Heterogeneous Classifiers with Distillation (CVPR); "
+        "as the baseline in Li et al. 2022 (MUKI) §3.1 and Thadajarassiri 2023 §3.6"
+    )
     family = "A: multi-class union"
     summary = "student's softmax restricted to each teacher's labels matches that teacher"
     defaults = {"tau": 1.0}
+    rules = {"tau": Positive}
 
     def prepare(self, ctx: Context) -> dict[str, torch.Tensor]:
         self._positions = [ctx.positions(i) for i in range(len(ctx.teachers))]

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import torch.nn as nn
+from pydantic import BeforeValidator, Field, StrictBool
 
 from ..data import Inputs
-from ..errors import DataError
+from ..errors import DataError, MethodError, check_options, suggest
 from .cnn import SmallCNN
 from .featurize import FEATURIZERS, Featurizer, Identity
 from .mlp import MLP
@@ -22,6 +23,31 @@ from .sequence import SequenceCNN, SequenceLSTM, cnn1d_preset, lstm_preset
 
 Builder = Callable[[Inputs | None, dict[str, Any], Featurizer | None], tuple[Featurizer, nn.Module, dict[str, Any]]]
 PRESETS: dict[str, Builder] = {}
+
+# Student options, checked by name and range before anything trains (pydantic types).
+Width = Annotated[int, Field(ge=1)]
+Widths = Annotated[list[Width], BeforeValidator(lambda v: [v] if isinstance(v, int) else v)]
+Rate = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
+_SEQUENCE = {"dropout": Rate, "standardize": StrictBool, "in_channels": Width}
+PRESET_OPTIONS: dict[str, dict[str, Any]] = {
+    "mlp": {"hidden": Widths, "dropout": Rate, "in_dim": Width},
+    "cnn": {
+        "width": Width,
+        "out_dim": Width,
+        "dropout": Rate,
+        "image_shape": Annotated[list[Width], Field(min_length=3, max_length=3)],
+    },
+    "text": {"encoder": str, "hidden": Widths, "dropout": Rate, "max_features": Width, "in_dim": Width},
+    "lstm": {"hidden": Width, "layers": Width, "bidirectional": StrictBool, **_SEQUENCE},
+    "cnn1d": {"width": Width, "out_dim": Width, "kernel": Width, **_SEQUENCE},
+}
+
+
+def check_student_options(name: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """A preset's options checked by name and value: a misspelt key is an error, never a silent default."""
+    if name not in PRESETS:
+        raise MethodError(f"unknown student preset {name!r}; presets are {sorted(PRESETS)}.{suggest(name, PRESETS)}")
+    return check_options(f"student {name!r}", options or {}, PRESET_OPTIONS.get(name, {}), DataError)
 
 
 def preset(name: str) -> Callable[[Builder], Builder]:
@@ -100,11 +126,7 @@ def featurizer_class(kind: str) -> type[Featurizer]:
 def build(
     name: str, inputs: Inputs | None, options: dict[str, Any] | None = None, featurizer: Featurizer | None = None
 ):
-    if name not in PRESETS:
-        from ..errors import MethodError, suggest
-
-        raise MethodError(f"unknown student preset {name!r}; presets are {sorted(PRESETS)}.{suggest(name, PRESETS)}")
-    return PRESETS[name](inputs, dict(options or {}), featurizer)
+    return PRESETS[name](inputs, check_student_options(name, options), featurizer)
 
 
 __all__ = [

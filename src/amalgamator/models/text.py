@@ -236,7 +236,7 @@ class SentenceEncoderFeaturizer(Featurizer):
     def transform(self, inputs: Inputs, batch_size: int = 1024) -> torch.Tensor:
         """Embeddings of a whole dataset. Each text is embedded once per machine: embeddings are kept
         on disk per text (SHA-256 key), so overlapping datasets (other seeds, splits) reuse them."""
-        from safetensors.torch import save_file
+        from ..io import save_tensors
 
         texts = _texts(inputs, "sentence-encoder")
         keys = [hashlib.sha256(t.encode("utf-8")).digest() for t in texts]
@@ -254,7 +254,7 @@ class SentenceEncoderFeaturizer(Featurizer):
                 shard_dir.mkdir(parents=True, exist_ok=True)
                 tmp = shard_dir / (name + ".tmp")
                 key_tensor = torch.frombuffer(bytearray(b"".join(new_keys)), dtype=torch.uint8).reshape(-1, 32)
-                save_file({"keys": key_tensor, "value": fresh.contiguous()}, str(tmp), metadata={"model": self.model})
+                save_tensors({"keys": key_tensor, "value": fresh.contiguous()}, tmp, metadata={"model": self.model})
                 os.replace(tmp, shard_dir / name)
                 _BANK_FILES.setdefault(str(shard_dir), set()).add(name)
             except OSError as exc:
