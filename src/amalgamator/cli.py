@@ -363,8 +363,12 @@ def bench(
     rows: Annotated[
         str | None, typer.Option(help="Comma-separated rows to (re)compute into an existing result (multiclass).")
     ] = None,
+    threads: Threads = None,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
 ) -> None:
     """Reproduce a paper's table: train its teachers, amalgamate with each method, tabulate."""
+    _verbosity(verbose, quiet, threads)
     try:
         from .bench import run_suite
     except ImportError as exc:

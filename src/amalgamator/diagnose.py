@@ -26,7 +26,6 @@ Only the stored teacher logits are needed (the teacher-output store caches them)
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,8 +51,6 @@ RISKY = 0.3
 OVERCONFIDENT_MARGIN = 0.1
 #: a class holding this many times its prior mass under the naive integration is a sink
 SINK_RATIO = 1.5
-#: the start of the warning :func:`~amalgamator.methods.calibrated.calibrate` gives when the EM prior collapses
-EM_COLLAPSED = "the EM prior estimate collapsed"
 
 
 @dataclass
@@ -186,18 +183,12 @@ def diagnose(
 
 
 def _calibrate(logits, positions, owners, labels, prior, own_confidence) -> tuple[Calibration, bool]:
-    """``calibrate``; when ``prior="em"`` collapses (``calibrate`` detects it and warns), warn that the
-    diagnosis falls back to the uniform prior and recompute with it. Returns (calibration, collapsed)."""
+    """``calibrate``; when ``prior="em"`` collapses, warn that the diagnosis falls back to the uniform
+    prior and recompute with it. Returns (calibration, collapsed)."""
     if not (isinstance(prior, str) and prior == "em"):
         return calibrate(logits, positions, owners, labels, prior=prior, own_confidence=own_confidence), False
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        cal = calibrate(logits, positions, owners, labels, prior="em", own_confidence=own_confidence)
-    collapsed = [w for w in caught if str(w.message).startswith(EM_COLLAPSED)]
-    for w in caught:
-        if w not in collapsed:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if not collapsed:
+    cal = calibrate(logits, positions, owners, labels, prior="em", own_confidence=own_confidence, warn_collapse=False)
+    if not cal.collapsed:
         return cal, False
     smallest = float(cal.prior.min()) if cal.prior is not None else 0.0
     warn(

@@ -205,7 +205,7 @@ def fit(
                 if not torch.isfinite(loss):
                     raise AmalgamatorError(
                         f"the {method.name!r} loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                        "lower the learning rate (lr=) or check the teachers' outputs."
+                        "lower the learning rate (lr=), or check the method options and the teachers' outputs."
                     )
                 optimizer.zero_grad(set_to_none=True)
                 accelerator.backward(loss)

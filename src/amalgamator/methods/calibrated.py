@@ -139,6 +139,12 @@ class Calibration:
     shares: torch.Tensor  # (teachers,)
     prior: torch.Tensor | None  # (union,) the prior balanced to, or None
     iterations: int
+    collapsed: bool = False  # prior="em" and its estimate collapsed onto a few classes
+
+
+def em_collapsed(prior: torch.Tensor | None, n_labels: int) -> bool:
+    """Whether an EM prior estimate collapsed: some class got less than a tenth of a uniform share."""
+    return prior is not None and float(prior.min()) < 0.1 / n_labels
 
 
 def prior_vector(prior: Any, labels: Sequence[str], posterior: torch.Tensor) -> torch.Tensor | None:
@@ -173,8 +179,10 @@ def calibrate(
     prior: Any = "uniform",
     own_confidence: float = 1.0,
     iterations: int = 20,
+    warn_collapse: bool = True,
 ) -> Calibration:
-    """Steps 1–4 on a pool's stored teacher logits; see the module docstring."""
+    """Steps 1–4 on a pool's stored teacher logits; see the module docstring. A collapsed EM prior is
+    flagged in the result (and warned about unless ``warn_collapse=False``)."""
     sizes = torch.tensor([float(len(p)) for p in positions])
     shares = sizes / sizes.sum()
     temps = torch.ones(len(logits))
@@ -194,12 +202,13 @@ def calibrate(
         shares = new
         if moved < 1e-4:
             break
-    if prior == "em" and q is not None and float(q.min()) < 0.1 / len(labels):
+    collapsed = prior == "em" and em_collapsed(q, len(labels))
+    if collapsed and warn_collapse:
         warn(
             f"the EM prior estimate collapsed (smallest class prior {float(q.min()):.4f}): the teachers' integrated "
             "posterior is too biased for EM on this pool. Use prior='uniform' or give the prior as {label: p}."
         )
-    return Calibration(posterior, temps, shares, q, used)
+    return Calibration(posterior, temps, shares, q, used, collapsed)
 
 
 @register
