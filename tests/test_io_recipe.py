@@ -178,7 +178,7 @@ def test_unknown_key_in_train_suggests_and_lists(tmp_path):
         load_recipe(_recipe(tmp_path, BASE + "train: {epoch: 3}\n"))
     msg = _one_line(err)
     assert "'epoch'" in msg and "in train" in msg and "Did you mean: epochs" in msg
-    assert "Valid keys: epochs, batch_size, lr, weight_decay, seed" in msg
+    assert "Valid keys: epochs, steps, batch_size, lr, weight_decay, seed" in msg
 
 
 def test_unknown_top_level_key(tmp_path):

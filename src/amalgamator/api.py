@@ -25,6 +25,7 @@ from .engine import History, TrainConfig, fit
 from .errors import DataError, MethodError, TeacherError
 from .labels import LabelSpace
 from .methods import Context, Method, get_method
+from .methods.base import epochs_for
 from .methods.reference import EnsemblePredictor
 from .metrics import evaluate
 from .models import check_student_options
@@ -264,11 +265,12 @@ def amalgamate(
     method: str | Method = "kd",
     student: str | nn.Module = "mlp",
     labeled: tuple[Any, Sequence[str]] | None = None,
-    epochs: int = 10,
+    epochs: int | None = None,
     batch_size: int = 128,
     seed: int = 0,
     out: str | Path | None = None,
     *,
+    steps: int | None = None,
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
     method_options: dict[str, Any] | None = None,
@@ -289,7 +291,9 @@ def amalgamate(
         student: a preset (``"mlp"``, ``"cnn"``, ``"text"``, ``"lstm"``, ``"cnn1d"``) or an ``nn.Module``
             backbone; a linear head over the union is added.
         labeled: optional ``(x_few, y_few)``, y as label names; required by ``supervised``.
-        epochs, batch_size, seed, lr, weight_decay: training options (see ``TrainConfig``).
+        epochs: passes over the data (default 10); or give ``steps``, the number of optimiser steps,
+            and the epochs are counted for you. Fewer than 200 steps warn: a student learns little.
+        batch_size, seed, lr, weight_decay: training options (see ``TrainConfig``).
         out: folder for checkpoints (one per epoch), ``run.json``, the student and its report.
         method_options: the method's own options (e.g. ``{"tau": 2.0}``), checked by name and range.
         student_options: preset options (e.g. ``{"hidden": [128]}``), checked by name and range.
@@ -301,13 +305,22 @@ def amalgamate(
             per two cores); torch's own setting is restored afterwards.
         progress: show progress bars (default: on a terminal unless AMALGAMATOR_QUIET=1).
     """
+    check_budget(epochs, steps)
     with torch_threads(threads):
         return _amalgamate(
             teachers, data, method, student, labeled, out,
-            TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+            TrainConfig(epochs=epochs or 10, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
                         progress=progress, keep_checkpoints=keep_checkpoints),
-            method_options, student_options, store, resume, overwrite,
+            method_options, student_options, store, resume, overwrite, steps,
         )  # fmt: skip
+
+
+def check_budget(epochs: int | None, steps: int | None) -> None:
+    """``epochs`` or ``steps``, not both; ``steps`` a whole number of at least 1."""
+    if epochs is not None and steps is not None:
+        raise DataError(f"give epochs= or steps=, not both (got epochs={epochs}, steps={steps}).")
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+        raise DataError(f"steps must be a whole number of at least 1, got {steps!r}.")
 
 
 def _method(method: str | Method, options: dict[str, Any] | None) -> tuple[Method, str]:
@@ -364,7 +377,7 @@ def _same_row_layout(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
 
 def _amalgamate(
     teachers, data, method, student, labeled, out, cfg: TrainConfig, method_options, student_options, store,
-    resume: bool, overwrite: bool,
+    resume: bool, overwrite: bool, steps: int | None = None,
 ) -> Result:  # fmt: skip
     t_start = time.perf_counter()
     method_obj, method = _method(method, method_options)
@@ -402,6 +415,8 @@ def _amalgamate(
             EnsemblePredictor(teachers), method, timings={"total": time.perf_counter() - t_start}, out=out_path
         )
     y = torch.cat(y_parts)
+    if steps is not None:  # as many epochs as give at least ``steps`` optimiser steps over every row
+        cfg = replace(cfg, epochs=epochs_for(len(y), cfg.batch_size, 1, steps))
     if out_path is not None:
         settings = run_settings(teachers, parts, y, method_obj, student, student_options, cfg)
         prepare_out(out_path, settings, resume, overwrite)
@@ -476,10 +491,11 @@ def train_classifier(
     y: Sequence[str],
     student: str | nn.Module = "mlp",
     labels: Sequence[str] | None = None,
-    epochs: int = 20,
+    epochs: int | None = None,
     batch_size: int = 64,
     seed: int = 0,
     *,
+    steps: int | None = None,
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
     student_options: dict[str, Any] | None = None,
@@ -498,8 +514,11 @@ def train_classifier(
         raise DataError(f"x has {len(inputs)} rows but y has {len(names)} labels; give one label per row.")
     space = LabelSpace(labels if labels is not None else sorted(set(names)), owner="classifier label list")
     y_idx = torch.as_tensor(space.encode(names))
+    check_budget(epochs, steps)
+    if steps is not None:
+        epochs = epochs_for(len(inputs), batch_size, 1, steps)
     cfg = TrainConfig(
-        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, progress=progress
+        epochs=epochs or 20, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, progress=progress
     )
     cfg.validate()
     check_student(student, student_options)
@@ -518,5 +537,5 @@ def train_classifier(
             out=Path(out) if out is not None else None,
         )
     st.method = "supervised"
-    st.info = {"train": {"epochs": epochs, "seed": seed, "rows": len(inputs)}, "final_loss": history.loss[-1]}
+    st.info = {"train": {"epochs": cfg.epochs, "seed": seed, "rows": len(inputs)}, "final_loss": history.loss[-1]}
     return st

@@ -87,7 +87,9 @@ def _verbosity(verbose: bool, quiet: bool, threads: int | None = None) -> None:
 
 
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="A line per epoch even on a terminal.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or epoch lines; results and errors only.")]
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress bars or epoch lines: results, warnings and errors.")
+]
 Threads = Annotated[
     int | None,
     typer.Option(min=1, help="Torch threads (default: $AMALGAMATOR_THREADS, else one per two cores)."),
@@ -128,6 +130,10 @@ def run(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace another run's checkpoints in OUT (refused otherwise).")
     ] = False,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override the recipe's training epochs.")] = None,
+    steps: Annotated[
+        int | None, typer.Option(min=1, help="Train for this many optimiser steps instead of epochs.")
+    ] = None,
     threads: Threads = None,
     verbose: Verbose = False,
     quiet: Quiet = False,
@@ -140,7 +146,7 @@ def run(
     rec = load_recipe(recipe)
     out_dir = rec.out_dir(out)
     try:
-        result, metrics = run_recipe(rec, out=out_dir, resume=resume, overwrite=overwrite)
+        result, metrics = run_recipe(rec, out=out_dir, resume=resume, overwrite=overwrite, epochs=epochs, steps=steps)
     except KeyboardInterrupt:
         again = f"run {recipe}" + (f" --out {out}" if out is not None else "")
         raise _interrupted(out_dir, again) from None

@@ -35,6 +35,9 @@ from .errors import AmalgamatorError
 from .io import save_tensors
 from .methods.base import Method, StudentOutput, tap_outputs
 
+#: fewer optimiser steps than this warn (20 epochs of a 176-row pool make 40); the warning suggests ENOUGH_STEPS
+FEW_STEPS, ENOUGH_STEPS = 200, 300
+
 
 @dataclass
 class TrainConfig:
@@ -178,6 +181,13 @@ def fit(
     loader = DataLoader(_Rows(x, targets, rows), batch_size=cfg.batch_size, shuffle=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total_steps = cfg.epochs * len(loader)
+    if total_steps < FEW_STEPS and not resume:
+        per_epoch = len(loader)
+        progress.warn(
+            f"{method.name}: only {total_steps} optimiser steps ({cfg.epochs} epochs × {per_epoch} batches of up to "
+            f"{cfg.batch_size} rows): too few to learn much. Give epochs={-(-ENOUGH_STEPS // per_epoch)} "
+            f"or steps={ENOUGH_STEPS}."
+        )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, cfg.warmup))
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 

@@ -85,13 +85,23 @@ class TrainSpec(BaseModel):
 
     model_config = _STRICT
 
-    epochs: int = Field(10, ge=1)
+    epochs: int | None = Field(10, ge=1)  # None when steps is given
+    steps: int | None = Field(None, ge=1)  # optimiser steps instead of epochs
     batch_size: int = Field(128, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     seed: int = 0
     keep_checkpoints: int = Field(3, ge=1)
     threads: int | None = Field(None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_budget(cls, v: Any) -> Any:
+        if isinstance(v, dict) and v.get("steps") is not None:
+            if v.get("epochs") is not None:
+                raise ValueError("give epochs or steps, not both")
+            v = {**v, "epochs": None}
+        return v
 
 
 class Recipe(BaseModel):
@@ -353,8 +363,11 @@ def run(
     progress: bool | None = None,
     overwrite: bool = False,
     threads: int | None = None,
+    epochs: int | None = None,
+    steps: int | None = None,
 ):
     """Train as the recipe says and evaluate on its ``test`` file: returns ``(result, metrics or None)``.
+    ``epochs`` or ``steps`` override the recipe's training budget.
 
     All files are read, the teachers loaded and every part (pool, labeled, test) checked against the
     teachers before training, so a bad test file fails in seconds rather than after the last epoch.
@@ -376,7 +389,8 @@ def run(
         method=recipe.method,
         student=recipe.student,
         labeled=labeled,
-        epochs=recipe.train.epochs,
+        epochs=epochs if epochs is not None or steps is not None else recipe.train.epochs,
+        steps=steps if epochs is not None or steps is not None else recipe.train.steps,
         batch_size=recipe.train.batch_size,
         seed=recipe.train.seed,
         out=out_path,

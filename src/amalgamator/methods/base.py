@@ -177,6 +177,16 @@ class Method:
         if bad and self.family.startswith("A"):
             raise MethodError(f"method {self.name!r} amalgamates multiclass teachers; {bad} are not multiclass.")
 
+    def refuse_single_label(self, teachers: list[Teacher], why: str) -> None:
+        """A one-label teacher's softmax is 1 on every example: methods that route by a teacher's confidence
+        would let it win every example. Refuse it, saying what to do."""
+        single = [t.name for t in teachers if len(t.labels) < 2]
+        if single:
+            raise MethodError(
+                f"method {self.name!r} cannot use teacher {single[0]!r}: it has a single label, so its softmax is 1 "
+                f"on every example and {why}. Give it a second output (e.g. an 'other' class), or use kd."
+            )
+
     def prepare(self, ctx: Context) -> dict[str, torch.Tensor]:
         """Per-row tensors the loss needs (first dimension = number of training rows)."""
         return {}

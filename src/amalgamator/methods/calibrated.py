@@ -41,6 +41,7 @@ import torch
 
 from ..errors import MethodError
 from ..progress import warn
+from ..teachers import Teacher
 from .base import Context, Count, Flag, Method, NonNegative, Range, StudentOutput, register, soft_cross_entropy
 
 
@@ -227,6 +228,10 @@ class Calibrated(Method):
         "own_confidence": Range(gt=0, le=1),
         "iterations": Count,
     }
+
+    def validate(self, teachers: list[Teacher]) -> None:
+        super().validate(teachers)
+        self.refuse_single_label(teachers, "no temperature can make it unsure on foreign examples")
 
     def prepare(self, ctx: Context) -> dict[str, torch.Tensor]:
         o = self.options

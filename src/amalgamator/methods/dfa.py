@@ -1,17 +1,33 @@
 """DFA: Vanilla KD plus layer-wise feature adaptation.
 
 Shen, Wang, Song, Sun & Song (2019), "Amalgamating Knowledge towards Comprehensive
-Classification", as MUKI (`002`) §3.1 uses it as a baseline: "DFA designs a layer-wise
+Classification" (AAAI), as MUKI (`002`) §3.1 uses it as a baseline: "DFA designs a layer-wise
 feature adaptation mechanism for providing extra guidance based on Vanilla KD. The student
-aligns its features to the merged features of multiple teachers layer by layer."
+aligns its features to the merged features of multiple teachers layer by layer." The original
+paper is not among the project's papers and neither `002` nor the thesis (`000`) prints a DFA
+equation, so its own equation numbers are not cited; the loss is the one SPEC Family A settles:
 
-Loss = KD(union target ‖ student) + β · mean over (teacher i, layer k) of
-MSE(A_ik(S_k), T_ik), where S_k is the student's feature at its k-th chosen layer, T_ik the
-output of teacher i's k-th feature tap, and A_ik a small adapter from the student's feature
-to that teacher's (a linear layer for vectors, a 1×1 convolution for maps). Each teacher is
-matched through its own adapter, so the student's feature has to carry every teacher's
-feature (the "merged features"), while the adapters absorb width and basis differences.
-The KD term is ``kd.kd_loss`` on the union logits (SPEC Family A, Hinton's Eq. 2 scaling).
+    Loss = KD(union target ‖ student) + β · mean over (teacher i, layer k) of MSE(A_ik(S_k), T_ik)
+
+- KD term: ``kd.kd_loss``, τ² · mean_x KL(softmax(z/τ) ‖ softmax(s/τ)) with z the teachers'
+  logits placed in union order (a shared label takes their mean; SPEC Family A, the Vanilla KD
+  baseline of `002` §3.1 and `000` §3.6). It is `002` Eq. 1 with the KL taken as KL(T ‖ S), and
+  Hinton's τ² scaling.
+- Feature term (SPEC "dfa"; no equation in the sources): S_k is the student's feature at its k-th
+  chosen layer, T_ik the output of teacher i's k-th feature tap, and A_ik a small adapter from the
+  student's feature to that teacher's (a linear layer for vectors, a 1×1 convolution for maps).
+  Each teacher is matched through its own adapter, so the student's feature has to carry every
+  teacher's feature (the "merged features"), while the adapters absorb width and basis
+  differences. MSE is averaged over elements, then over the (i, k) pairs; β (option ``beta``,
+  default 1) weighs it against the KD term.
+
+How this differs from Shen et al. 2019: the thesis (`000` §3.2, its ref. [92]) describes that
+method as assuming identical architectures for all teachers and the student, concatenating all
+teachers' features at each layer and compressing them with an autoencoder into a compact feature
+set that then supervises the student's corresponding layer, layer by layer. Here, following the
+SPEC and MUKI's one-sentence description, there is no autoencoder and no concatenation: the
+student's feature is mapped to each teacher's feature by a per-teacher adapter, all layers and
+the KD term are trained jointly in one stage, and teachers of other architectures are allowed.
 
 Shape rules where the student's and the teacher's features differ: a student map whose
 spatial size differs from the teacher's map is adaptive-average-pooled to the teacher's size;
@@ -144,6 +160,7 @@ class DFA(Method):
     def prepare(self, ctx: Context) -> dict[str, torch.Tensor]:
         shapes = ctx.student_shapes(self.student_taps)
         keys = self.student_taps or ["features"]
+        # the KD target: teachers' logits in union order, a shared label takes their mean (SPEC Family A)
         adapters, targets = [], {"target_logits": union_logits(ctx, "mean")}
         self._pairs = []
         for i, t in enumerate(ctx.teachers):
@@ -161,9 +178,10 @@ class DFA(Method):
 
     def loss(self, batch: dict[str, torch.Tensor], out: StudentOutput) -> torch.Tensor:
         assert self.adapters is not None, "prepare() builds the adapters before training"
+        # the KD term: `002` Eq. 1 taken as τ² · KL(T ‖ S) over the union (``kd.kd_loss``)
         kd = kd_loss(batch["target_logits"], out.logits, float(self.options["tau"]))
         student = [out.taps[p] for p in self.student_taps] if self.student_taps else [out.features]
         feat = out.logits.new_zeros(())
         for adapter, (i, k) in zip(self.adapters, self._pairs, strict=True):
-            feat = feat + F.mse_loss(adapter(student[k]), batch[f"dfa_feature_{i}_{k}"])
-        return kd + float(self.options["beta"]) * feat / len(self._pairs)
+            feat = feat + F.mse_loss(adapter(student[k]), batch[f"dfa_feature_{i}_{k}"])  # MSE(A_ik(S_k), T_ik)
+        return kd + float(self.options["beta"]) * feat / len(self._pairs)  # KD + β · mean over (i, k) pairs (SPEC)

@@ -25,7 +25,6 @@ import math
 
 import torch
 
-from ..errors import MethodError
 from ..progress import warn
 from ..store import LOGITS, mc_piece
 from ..teachers import Teacher
@@ -67,8 +66,7 @@ class _MUKI(Method):
 
     def validate(self, teachers: list[Teacher]) -> None:
         super().validate(teachers)
-        if int(self.options["k"]) < 1:
-            raise MethodError(f"method {self.name!r}: k must be at least 1, got {self.options['k']}.")
+        self.refuse_single_label(teachers, "its uncertainty is 0: it would own every example")
         if int(self.options["k"]) > 1:
             for t in teachers:
                 if not t.has_dropout:
