@@ -9,7 +9,7 @@ import torch.nn as nn
 
 import amalgamator as am
 from amalgamator.errors import MethodError
-from amalgamator.methods.calibrated import balance, em_prior, expected_top, fit_temperature, top_probability
+from amalgamator.methods.calibrated import balance, estimate_prior, expected_top, fit_temperature, top_probability
 
 CLASSES = ["a", "b", "c", "d"]
 
@@ -61,16 +61,25 @@ def test_ablations_switch_parts_off(pool):
     assert res.diagnostics["temperatures"].tolist() == [1.0, 1.0]
 
 
-def test_em_recovers_a_skewed_prior():
-    """Saerens et al. (2002): from Bayes posteriors made under a uniform prior, EM finds the pool's prior."""
+def test_estimated_prior_leans_toward_the_skew_and_never_collapses():
+    """Step 5: one EM step from uniform, shrunk toward uniform by the posterior's decisiveness; a flat
+    posterior says nothing, and no class ever falls below a tenth of its uniform share."""
     torch.manual_seed(0)
-    means = torch.tensor([[0.0, 0], [2, 0], [0, 2], [2, 2]])
+    means = torch.tensor([[0.0, 0], [3, 0], [0, 3], [3, 3]])
     prior = torch.tensor([0.5, 0.3, 0.15, 0.05])
     y = torch.multinomial(prior, 20000, replacement=True)
     x = means[y] + torch.randn(20000, 2)
-    posterior = (-((x[:, None, :] - means[None]) ** 2).sum(-1) / 2).softmax(-1)
-    assert (posterior.mean(0) - prior).abs().max() > 0.1  # the naive average is far off
-    torch.testing.assert_close(em_prior(posterior), prior, atol=0.02, rtol=0)
+    posterior = (-((x[:, None, :] - means[None]) ** 2).sum(-1) / 2).softmax(-1)  # Bayes, under a uniform prior
+    uniform = torch.full((4,), 0.25)
+    q = estimate_prior(posterior, balance(posterior, uniform))
+    assert (q - prior).abs().sum() < 0.75 * (uniform - prior).abs().sum()  # toward the truth
+    assert q.argsort().tolist() == prior.argsort().tolist()
+    acc = [float((balance(posterior, p).argmax(1) == y).float().mean()) for p in (uniform, q)]
+    assert acc[1] > acc[0] + 0.02, acc
+    flat = (uniform + 0.01 * torch.rand(1000, 4)).softmax(-1)
+    torch.testing.assert_close(estimate_prior(flat, flat), uniform, atol=1e-3, rtol=0)
+    sure = torch.eye(4)[torch.zeros(1000, dtype=torch.long)]  # one class only, perfectly sure
+    assert float(estimate_prior(sure, sure).min()) >= 0.1 / 4 - 1e-6
 
 
 def test_temperature_and_balance_hit_their_targets():

@@ -202,7 +202,7 @@ def test_student_options_for_a_custom_module_are_refused(digits, teachers):
         ("muki-soft", {"k": 0}, "greater than or equal to 1"),
         ("muki-hard", {"p": 1.0}, "less than 1"),
         ("cfl", {"alpha": 2}, "less than or equal to 1"),
-        ("calibrated", {"prior": "emm"}, "'uniform', 'em' or 'none'"),
+        ("calibrated", {"prior": "emm"}, "'uniform', 'estimate', 'em' or 'none'"),
         ("selftrain", {"threshold": 0}, "greater than 0"),
         ("muki-soft", {"reweight": "yes"}, "valid boolean"),
     ],

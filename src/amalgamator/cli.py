@@ -210,7 +210,9 @@ def inspect(
         Path | None,
         typer.Option("--data", help="An unlabeled pool to diagnose routing on (runs the teachers once)."),
     ] = None,
-    prior: Annotated[str, typer.Option(help="Class prior for the diagnosis: uniform, em or none.")] = "uniform",
+    prior: Annotated[
+        str, typer.Option(help="Class prior for the diagnosis: uniform, estimate (or em) or none.")
+    ] = "uniform",
     plot: Annotated[Path | None, typer.Option(help="Where to write the diagnosis bar chart (PNG).")] = None,
 ) -> None:
     """Show a recipe's teachers, their label spaces and union, overlaps, and suitable methods;
@@ -281,12 +283,12 @@ def _diagnosis(teachers: Sequence[Any], data: Path, prior: str, plot: Path, con:
     from .diagnose import diagnose
     from .io import load_table
 
-    if prior not in ("uniform", "em", "none"):
-        raise AmalgamatorError(f"--prior must be uniform, em or none; got {prior!r}.")
+    if prior not in ("uniform", "estimate", "em", "none"):
+        raise AmalgamatorError(f"--prior must be uniform, estimate (or em) or none; got {prior!r}.")
     x, _ = load_table({"path": str(data)}, Path.cwd())
     d = diagnose(teachers, x, prior=prior)
     verdict = "RISKY" if d.risky else "ok"
-    used = "uniform (the EM estimate collapsed: see below)" if d.em_collapsed else prior
+    used = prior
     con.print(
         f"routing diagnosis on {data} ({len(x)} rows, prior {used}): {verdict}, "
         f"estimated mis-routing {100 * d.risk:.1f} %",

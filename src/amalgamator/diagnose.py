@@ -16,10 +16,9 @@ this on the unlabeled pool alone:
   meant for ranking pools and teacher sets (on the benchmark it ranks the cases in the order of
   their measured routing accuracy), not as a calibrated rate: it errs on the high side.
 
-With ``prior="em"``, an EM estimate of the class prior that collapses onto a few classes (which
-``calibrated`` detects and warns about; it happens even on balanced pools) would make a wrong
-diagnosis look like a finding; the diagnosis then warns and falls back to the uniform prior,
-and says so in its advice.
+With ``prior="estimate"`` (or ``"em"``) the class prior is estimated from the teachers as
+``calibrated`` does (its step 5, which never collapses onto a few classes: every class keeps at
+least a tenth of its uniform share).
 
 Only the stored teacher logits are needed (the teacher-output store caches them).
 """
@@ -37,8 +36,7 @@ import torch
 from .data import Inputs
 from .labels import LabelSpace, owner_mask
 from .methods.base import place_in_union
-from .methods.calibrated import Calibration, calibrate, expected_top, top_probability
-from .progress import warn
+from .methods.calibrated import calibrate, expected_top, top_probability
 from .report import markdown_table
 from .store import LOGITS, TeacherStore
 from .teachers import Teacher
@@ -76,8 +74,6 @@ class Diagnosis:
     sinks: list[str]
     risk: float
     advice: list[str] = field(default_factory=list)
-    #: the prior asked for was "em", its estimate collapsed, and the diagnosis uses the uniform prior instead
-    em_collapsed: bool = False
 
     @property
     def risky(self) -> bool:
@@ -123,7 +119,7 @@ class Diagnosis:
                  label="prior")  # fmt: skip
         ax1.set_xticks(idx, self.labels, rotation=60, fontsize=7, ha="right", rotation_mode="anchor")
         ax1.set_ylabel("pool-average probability")
-        prior = "uniform prior: the EM estimate collapsed" if self.em_collapsed else "prior"
+        prior = "prior"
         sinks = ", ".join(self.sinks[:3]) + (f" and {len(self.sinks) - 3} more" if len(self.sinks) > 3 else "")
         ax1.set_title(f"class mass vs {prior} (sinks: {sinks or 'none'})", fontsize=9)
         ax1.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
@@ -166,7 +162,7 @@ def diagnose(
     union = LabelSpace.union([t.labels for t in teachers])
     positions = [torch.as_tensor(union.positions(t.labels)) for t in teachers]
     owners = torch.as_tensor(owner_mask(union, [t.labels for t in teachers]))
-    cal, em_collapsed = _calibrate(logits, positions, owners, list(union), prior, own_confidence)
+    cal = calibrate(logits, positions, owners, list(union), prior=prior, own_confidence=own_confidence)
     q = cal.prior if cal.prior is not None else torch.full((len(union),), 1 / len(union))
     naive = place_in_union(list(zip(positions, logits, strict=True)), len(union), "mean").softmax(-1).mean(0)
     reports = []
@@ -177,26 +173,9 @@ def diagnose(
     pairs = zip(union, naive.tolist(), q.tolist(), strict=True)
     sinks = [lb for lb, m, p in pairs if m > SINK_RATIO * p and m > p + 0.01]
     diag = Diagnosis(reports, list(union), q.tolist(), naive.tolist(), cal.target.mean(0).tolist(), sinks,
-                     routing_risk(logits, owners, cal.target), em_collapsed=em_collapsed)  # fmt: skip
+                     routing_risk(logits, owners, cal.target))  # fmt: skip
     diag.advice = advice(diag)
     return diag
-
-
-def _calibrate(logits, positions, owners, labels, prior, own_confidence) -> tuple[Calibration, bool]:
-    """``calibrate``; when ``prior="em"`` collapses, warn that the diagnosis falls back to the uniform
-    prior and recompute with it. Returns (calibration, collapsed)."""
-    if not (isinstance(prior, str) and prior == "em"):
-        return calibrate(logits, positions, owners, labels, prior=prior, own_confidence=own_confidence), False
-    cal = calibrate(logits, positions, owners, labels, prior="em", own_confidence=own_confidence, warn_collapse=False)
-    if not cal.collapsed:
-        return cal, False
-    smallest = float(cal.prior.min()) if cal.prior is not None else 0.0
-    warn(
-        f"the EM estimate of the class prior collapsed (smallest class prior {smallest:.4f}), as it can even on a "
-        "balanced pool: a diagnosis under it would be wrong. The diagnosis uses the uniform prior instead; train "
-        "calibrated with prior='uniform' or give the prior as {label: p}."
-    )
-    return calibrate(logits, positions, owners, labels, prior="uniform", own_confidence=own_confidence), True
 
 
 def routing_risk(logits: Sequence[torch.Tensor], owners: torch.Tensor, posterior: torch.Tensor) -> float:
@@ -208,12 +187,7 @@ def routing_risk(logits: Sequence[torch.Tensor], owners: torch.Tensor, posterior
 
 def advice(d: Diagnosis) -> list[str]:
     """What to do about it, in words."""
-    out = []
-    if d.em_collapsed:
-        out.append(
-            "The EM estimate of the class prior collapsed onto a few classes; it is not used: this diagnosis "
-            "uses the uniform prior. Train calibrated with prior='uniform' (or give the prior as {label: p})."
-        )
+    out: list[str] = []
     if not d.risky:
         return out + ["The teachers look calibrated on this pool: any label-free method should route well (kd, "
                       "uhc, muki-soft)."]  # fmt: skip
