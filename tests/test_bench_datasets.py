@@ -279,6 +279,45 @@ def test_class_groups():
         D.class_groups(["a", "a", "b"], [1, 1])
 
 
+def test_overlapping_groups():
+    letters = D.LETTER_LABELS
+    ring = D.overlapping_groups(list("ABCDEF"), [2, 2, 2])
+    assert ring == [list("ABC"), list("CDE"), list("EFA")]
+    groups = D.overlapping_groups(letters, D.scaled_sizes(26, (1,) * 8), overlap=1)
+    assert [len(g) for g in groups] == [4, 4, 4, 4, 4, 4, 5, 5]
+    assert sorted({c for g in groups for c in g}) == letters  # every letter has an owner
+    owners = Counter(c for g in groups for c in g)
+    assert max(owners.values()) == 2 and sum(v == 2 for v in owners.values()) == 8  # one shared letter per pair
+    for i, g in enumerate(groups):
+        assert len(set(g) & set(groups[(i + 1) % 8])) == 1  # neighbours share exactly one letter
+        assert all(not set(g) & set(groups[j]) for j in range(8) if (j - i) % 8 not in (0, 1, 7))
+    two = D.overlapping_groups(letters, D.scaled_sizes(26, (1,) * 8), overlap=2)
+    assert all(len(set(g) & set(two[(i + 1) % 8])) == 2 for i, g in enumerate(two))
+    thirteen = D.overlapping_groups(letters, [2] * 13)
+    assert [len(g) for g in thirteen] == [3] * 13 and thirteen[-1] == list("YZA")
+    for bad in ([3, 3], [2, 2, 2]):  # two groups are no ring; overlap must leave each group a letter of its own
+        with pytest.raises(LabelError):
+            D.overlapping_groups(letters, bad, overlap=2)
+    with pytest.raises(LabelError):
+        D.overlapping_groups(letters, [3, 3, 3], overlap=0)
+
+
+def test_hold_out():
+    y = np.repeat(np.array(["a", "b"]), [800, 200])
+    rows = np.arange(0, 2000, 2)
+    full = np.zeros(2000, dtype=y.dtype)
+    full[rows] = y
+    kept, held = D.hold_out(rows, 0.1, seed=0, y=full)
+    assert len(held) == 100 and len(kept) == 900 and not set(kept) & set(held)
+    assert set(kept) | set(held) == set(rows.tolist()) and np.all(np.diff(held) > 0)
+    assert Counter(full[held].tolist()) == {"a": 80, "b": 20}  # stratified
+    assert np.array_equal(held, D.hold_out(rows, 0.1, seed=0, y=full)[1])
+    assert len(D.hold_out(rows, 0.1, seed=0, max_rows=30)[1]) == 30
+    assert len(D.hold_out(np.arange(3), 0.01, seed=0)[1]) == 1  # at least one row
+    with pytest.raises(DataError):
+        D.hold_out(rows, 1.0, seed=0)
+
+
 def test_role_split():
     y = np.repeat(np.array(["a", "b", "c"]), [600, 300, 100])
     rng = np.random.default_rng(0)

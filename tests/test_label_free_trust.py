@@ -69,3 +69,44 @@ def test_estimated_prior_at_the_method_level(spelling):
     est, q = run(x, y, spelling, False)
     assert est > uniform + 0.01, (est, uniform)
     assert float(q[0]) > float(q[1]) and float(q[2]) > float(q[3])  # within each teacher's labels
+
+
+class _HonestTeacher(nn.Module):
+    """A teacher over some of four Gaussian classes that knows what it does not know: its softmax is the Bayes
+    posterior within its labels, mixed with uniform by the probability that the row is foreign."""
+
+    def __init__(self, means: torch.Tensor, own: list[int]):
+        super().__init__()
+        self.register_buffer("means", means)
+        self.own = own
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        post = (-((x[:, None, :] - self.means[None]) ** 2).sum(-1) / 2).softmax(-1)
+        mine = post[:, self.own].sum(1, keepdim=True)
+        within = post[:, self.own] / mine
+        return (mine * within + (1 - mine) / len(self.own)).log()
+
+
+def _auto(teachers, x, **kw):
+    res = am.amalgamate(teachers, data=x, epochs=2, progress=False, **kw)  # method defaults to "auto"
+    return res, res.student.info["method_choice"]
+
+
+def test_auto_is_the_default_and_says_why(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("AMALGAMATOR_QUIET")
+    means = torch.tensor([[0.0, 0], [4, 0], [0, 4], [4, 4]])
+    x, y = _pool(means, [0.25] * 4, n=800)
+    honest = [am.Teacher(_HonestTeacher(means, idx), labels=lb, name=nm)
+              for nm, idx, lb in (("ab", [0, 1], ["a", "b"]), ("cd", [2, 3], ["c", "d"]))]  # fmt: skip
+    res, choice = _auto(honest, x, out=tmp_path / "clean")
+    assert res.method == "auto" and choice["method"] == "uhc" and not choice["risky"], choice
+    assert "auto: uhc, because no labels and a clean pool" in capsys.readouterr().err
+    assert "Method chosen by `auto`: `uhc`" in (tmp_path / "clean" / "report.md").read_text()
+
+    _, choice = _auto(_bayes_teachers(means), x)  # linear teachers, sure on foreign rows too
+    assert choice["method"] == "calibrated" and choice["risky"] and choice["overconfident"], choice
+
+    lab = torch.arange(40)
+    res, choice = _auto(_bayes_teachers(means), x, labeled=(x[lab], [["a", "b", "c", "d"][int(v)] for v in y[lab]]))
+    assert choice["method"] == "supuhc" and choice["labeled"] == 40 and "40 labeled rows" in choice["why"]
+    assert float((torch.as_tensor(res.student.predict_proba(x)).argmax(1) == y).float().mean()) > 0.8

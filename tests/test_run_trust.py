@@ -231,7 +231,9 @@ def test_recipe_student_option_typo_is_caught_before_anything_runs(tmp_path):
     with pytest.raises(RecipeError, match="student_options: student 'mlp' has no option 'hiden'. Did you mean: hidden"):
         parse_recipe({"teachers": ["t"], "data": "d.npz", "student_options": {"hiden": [64]}}, tmp_path / "r.yaml")
     with pytest.raises(RecipeError, match="option 'tau' must be greater than 0"):
-        parse_recipe({"teachers": ["t"], "data": "d.npz", "method_options": {"tau": 0}}, tmp_path / "r.yaml")
+        parse_recipe(
+            {"teachers": ["t"], "data": "d.npz", "method": "kd", "method_options": {"tau": 0}}, tmp_path / "r.yaml"
+        )
 
 
 # Items 4-5: inputs and out checked before training ------------------------------------------------------

@@ -262,7 +262,7 @@ def _split_labeled(labeled: Any, union: LabelSpace) -> tuple[Inputs, torch.Tenso
 def amalgamate(
     teachers: Sequence[Teacher],
     data: Any = None,
-    method: str | Method = "kd",
+    method: str | Method = "auto",
     student: str | nn.Module = "mlp",
     labeled: tuple[Any, Sequence[str]] | None = None,
     epochs: int | None = None,
@@ -287,7 +287,8 @@ def amalgamate(
     Args:
         teachers: frozen experts, each with its own label names.
         data: unlabeled examples (numpy array, tensor, torch Dataset, or list of str).
-        method: a registered name (``amalgamator methods`` lists them), or a Method instance.
+        method: a registered name (``amalgamator methods`` lists them), or a Method instance; the
+            default ``"auto"`` picks one from the labels given and the routing diagnosis, and says why.
         student: a preset (``"mlp"``, ``"cnn"``, ``"text"``, ``"lstm"``, ``"cnn1d"``) or an ``nn.Module``
             backbone; a linear head over the union is added.
         labeled: optional ``(x_few, y_few)``, y as label names; required by ``supervised``.
@@ -468,6 +469,8 @@ def _amalgamate(
         "rows": {"total": int(len(y)), "labeled": int((y >= 0).sum())},
         "final_loss": history.loss[-1],
     }  # fmt: skip
+    if getattr(method_obj, "choice", None):
+        st.info["method_choice"] = method_obj.choice
     timings = {
         "teacher": store_obj.stats.seconds["teacher"],
         "mc": store_obj.stats.seconds["mc"],

@@ -159,16 +159,28 @@ def diagnose(
     inputs = Inputs(data, what="data")
     store_obj = store if isinstance(store, TeacherStore) else TeacherStore(store)
     logits = [store_obj.get(t, inputs, [LOGITS])[LOGITS] for t in teachers]
-    union = LabelSpace.union([t.labels for t in teachers])
-    positions = [torch.as_tensor(union.positions(t.labels)) for t in teachers]
-    owners = torch.as_tensor(owner_mask(union, [t.labels for t in teachers]))
+    return diagnose_logits([t.name for t in teachers], [t.labels for t in teachers], logits, prior, own_confidence)
+
+
+def diagnose_logits(
+    names: Sequence[str],
+    spaces: Sequence[Sequence[str]],
+    logits: Sequence[torch.Tensor],
+    prior: Any = "uniform",
+    own_confidence: float = 1.0,
+) -> Diagnosis:
+    """:func:`diagnose` on teachers' logits already computed over the pool (``method="auto"`` reads them
+    from the store): ``names`` and label ``spaces`` per teacher, in the order of ``logits``."""
+    union = LabelSpace.union(spaces)
+    positions = [torch.as_tensor(union.positions(s)) for s in spaces]
+    owners = torch.as_tensor(owner_mask(union, spaces))
     cal = calibrate(logits, positions, owners, list(union), prior=prior, own_confidence=own_confidence)
     q = cal.prior if cal.prior is not None else torch.full((len(union),), 1 / len(union))
     naive = place_in_union(list(zip(positions, logits, strict=True)), len(union), "mean").softmax(-1).mean(0)
     reports = []
-    for t, z, share, temp in zip(teachers, logits, cal.shares, cal.temperatures, strict=True):
+    for name, space, z, share, temp in zip(names, spaces, logits, cal.shares, cal.temperatures, strict=True):
         mean_top, expected = top_probability(z), expected_top(float(share), z.shape[1], own_confidence)
-        reports.append(TeacherReport(t.name, len(t.labels), float(share), mean_top, expected, float(temp),
+        reports.append(TeacherReport(name, len(space), float(share), mean_top, expected, float(temp),
                                      mean_top > expected + OVERCONFIDENT_MARGIN))  # fmt: skip
     pairs = zip(union, naive.tolist(), q.tolist(), strict=True)
     sinks = [lb for lb, m, p in pairs if m > SINK_RATIO * p and m > p + 0.01]

@@ -113,7 +113,7 @@ class Recipe(BaseModel):
     data: DataSpec | None = None
     labeled: DataSpec | None = None
     test: DataSpec | None = None
-    method: str = "kd"
+    method: str = "auto"
     method_options: dict[str, Any] = Field(default_factory=dict)
     student: str = "mlp"
     student_options: dict[str, Any] = Field(default_factory=dict)

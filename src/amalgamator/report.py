@@ -40,9 +40,12 @@ def student_report(result: Any, teachers: Sequence[Any]) -> str:
         if hist.resumed_from
         else ""
     )
+    choice = info.get("method_choice")
+    chosen = [f"Method chosen by `auto`: `{choice['method']}`, because {choice['why']}.", ""] if choice else []
     lines = [
         f"# Student: `{result.method}`",
         "",
+        *chosen,
         f"Labels ({len(st.labels)}): {', '.join(st.labels)}",
         "",
         "## Teachers",

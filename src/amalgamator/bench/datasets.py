@@ -6,8 +6,9 @@ do), and nothing may be downloaded at run time, so every source is a file a Debi
 under ``$AMALGAMATOR_CACHE/data`` (default ``~/.cache/amalgamator/data``), keyed by the source files' path,
 size and mtime so a changed or redirected source is parsed again.
 
-``load(name)`` gives a :class:`Benchmark` with its own train/test split; ``class_groups`` and ``scaled_sizes``
-make the teachers' label sets; ``role_split`` keeps teacher data and the student's unlabeled pool disjoint.
+``load(name)`` gives a :class:`Benchmark` with its own train/test split; ``class_groups``, ``overlapping_groups``
+and ``scaled_sizes`` make the teachers' label sets; ``role_split`` keeps teacher data and the student's unlabeled
+pool disjoint.
 """
 
 from __future__ import annotations
@@ -492,3 +493,43 @@ def class_groups(labels: Sequence[str], sizes: Sequence[int], seed: int | None =
         groups.append(labels[start : start + s])
         start += s
     return groups
+
+
+def overlapping_groups(
+    labels: Sequence[str], sizes: Sequence[int], overlap: int = 1, seed: int | None = None
+) -> list[list[str]]:
+    """Groups that overlap their neighbours: the disjoint :func:`class_groups` of ``sizes``, each one then
+    extended with the first ``overlap`` labels of the next group (the last group with the first group's).
+
+    The groups form a ring of at least three: neighbouring teachers share exactly ``overlap`` labels, each
+    teacher shares labels with both its neighbours (``overlap`` with each), no label is owned by more than
+    two teachers, and every group keeps at least one label of its own (``overlap`` must be smaller than every
+    size). Example: sizes (2, 2, 2) over A..F, overlap 1 -> [A, B, C], [C, D, E], [E, F, A].
+    """
+    if len(sizes) < 3:
+        raise LabelError(f"overlapping groups need at least three groups (a ring), got sizes {list(sizes)}.")
+    if overlap < 1 or overlap >= min(sizes):
+        raise LabelError(
+            f"overlap {overlap} must be at least 1 and smaller than every group size {list(sizes)}, so each group "
+            "keeps a label of its own."
+        )
+    cores = class_groups(labels, sizes, seed)
+    return [core + cores[(i + 1) % len(cores)][:overlap] for i, core in enumerate(cores)]
+
+
+def hold_out(
+    rows: np.ndarray, fraction: float, seed: int, *, y: np.ndarray | None = None, max_rows: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``rows`` into (kept, held out): a ``fraction`` of them (at most ``max_rows``, at least one),
+    stratified by ``y`` when given, held out, e.g. a labeled validation split carved from the teacher split.
+    Both parts come sorted; the same rows and seed give the same split."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if not 0 < fraction < 1:
+        raise DataError(f"hold_out fraction must be strictly between 0 and 1, got {fraction}.")
+    if len(rows) < 2:
+        raise DataError(f"hold_out needs at least two rows to split, got {len(rows)}.")
+    n = min(max(1, int(round(fraction * len(rows)))), len(rows) - 1)
+    if max_rows is not None:
+        n = min(n, max_rows)
+    held = _take(rows, n, None if y is None else np.asarray(y), np.random.default_rng(seed))
+    return np.sort(np.setdiff1d(rows, held)), np.sort(held)

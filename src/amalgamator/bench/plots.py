@@ -41,16 +41,15 @@ def accuracy_bars(results: dict, path: Path) -> None:
 
 
 def uncertainty_histograms(diagnostics: dict, teachers, x_pool, y_pool, title: str, path: Path) -> None:
-    """MUKI Fig. 2: normalised uncertainty of the right vs the wrong teacher, plain vs MC dropout."""
-    owner = np.array([next(i for i, t in enumerate(teachers) if y in t.labels) for y in y_pool])
+    """MUKI Fig. 2: normalised uncertainty of the right vs the wrong teacher, plain vs MC dropout.
+    A teacher is right on an example when it owns its true class (with overlapping groups, two may)."""
+    owns = np.array([[y in t.labels for t in teachers] for y in y_pool])  # rows × teachers
     plain = np.stack([normalised_uncertainty(t.logits(x_pool).softmax(-1)).numpy() for t in teachers], 1)
     mc = diagnostics["uncertainty"].numpy()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True, layout="constrained")
     bins = np.linspace(0, 1, 31)
-    rows = np.arange(len(y_pool))
     for ax, u, name in ((axes[0], plain, "prediction entropy (K = 1)"), (axes[1], mc, "Monte-Carlo dropout")):
-        right = u[rows, owner]
-        wrong = np.concatenate([u[rows[owner != i], i] for i in range(len(teachers))])
+        right, wrong = u[owns], u[~owns]
         ax.hist(right, bins, alpha=0.6, density=True, label="right teacher")
         ax.hist(wrong, bins, alpha=0.6, density=True, label="wrong teacher")
         ax.set_title(name, fontsize=9)

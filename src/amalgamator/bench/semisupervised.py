@@ -15,11 +15,16 @@ the split is drawn per seed). SYN's teachers are both LSTMs, as in the thesis; H
 LSTM and a 1-D CNN. Labeled rows are a stratified sample of the pool.
 
 Rows: each teacher alone; SupLSTM (``sup``), SelfTrain, KD, CFL, UHC, SupKD, SupUHC, TC, and
-rows the thesis did not have: ``tc+labels``, MUKI-soft, ``calibrated`` (ours) with its two ablations,
-and the supervised bound (the student
-trained on the whole pool's true labels). The label-free methods (KD, CFL, UHC, MUKI-soft) train
-on the whole pool, D_l ∪ D_u, so one run serves every label ratio. The thesis's SYN figures are
-printed beside ours. Every run uses the last epoch (no model selection on the test split).
+rows the thesis did not have: ``tc+labels``, MUKI-soft, the newer label-free baselines kd-std,
+max-logit and energy, ``auto`` (the method selector) without labels and with them, ``calibrated``
+(ours) with its two ablations, and the supervised bound (the student trained on the whole pool's
+true labels). The label-free methods (KD, CFL, UHC, MUKI-soft, kd-std, max-logit, energy, auto
+without labels, calibrated) train on the whole pool, D_l ∪ D_u, so one run serves every label
+ratio. The thesis's SYN figures are printed beside ours. Every run uses the last epoch (no model
+selection on the test split).
+
+SYN's pool is its teachers' own training rows (see above), so on SYN the teachers look better on
+the pool than they would on unseen data; the rendered tables say so beside every SYN figure.
 """
 
 from __future__ import annotations
@@ -37,20 +42,29 @@ from .. import progress
 from ..report import markdown_table, write_json
 from ..store import TeacherStore
 from .common import accuracy, machine, mean_std, timed_amalgamate
-from .multiclass import routing_diagnosis
+from .multiclass import available, routing_diagnosis
 from .teachers import TeacherSpec, teacher_set
 
 RATIOS = (0.02, 0.04, 0.06, 0.08)
-LABEL_METHODS = ["sup", "selftrain", "supkd", "supuhc", "tc", "tc+labels"]
+LABEL_METHODS = ["sup", "selftrain", "supkd", "supuhc", "tc", "tc+labels", "auto"]
+#: row names of labeled runs whose method name is also a label-free row ("auto" runs both ways)
+LABEL_ROWS = {"auto": "auto+labels"}
 #: label-free rows: row name → (method, options); the calibrated rows are ours (issue 5) with their ablations
 FREE_METHODS = {"kd": ("kd", {}), "cfl": ("cfl", {}), "uhc": ("uhc", {}), "muki-soft": ("muki-soft", {}),
-                "calibrated": ("calibrated", {}),
+                "kd-std": ("kd-std", {}), "max-logit": ("max-logit", {}), "energy": ("energy", {}),
+                "auto": ("auto", {}), "calibrated": ("calibrated", {}),
                 "calibrated w/o temperature": ("calibrated", {"temperature": False}),
                 "calibrated w/o prior": ("calibrated", {"prior": "none"})}  # fmt: skip
-ROW_ORDER = ["sup", "selftrain", "kd", "cfl", "uhc", "supkd", "supuhc", "tc", "tc+labels", "muki-soft", "calibrated",
-             "calibrated w/o temperature", "calibrated w/o prior"]  # fmt: skip
+ROW_ORDER = ["sup", "selftrain", "kd", "cfl", "uhc", "supkd", "supuhc", "tc", "tc+labels", "muki-soft", "kd-std",
+             "max-logit", "energy", "auto", "auto+labels", "calibrated", "calibrated w/o temperature",
+             "calibrated w/o prior"]  # fmt: skip
 ROW_NAMES = {"sup": "SupLSTM", "selftrain": "SelfTrain", "kd": "KD", "cfl": "CFL", "uhc": "UHC", "supkd": "SupKD",
-             "supuhc": "SupUHC", "tc": "TC", "tc+labels": "TC + labels", "muki-soft": "MUKI-soft"}  # fmt: skip
+             "supuhc": "SupUHC", "tc": "TC", "tc+labels": "TC + labels", "muki-soft": "MUKI-soft",
+             "auto": "auto (no labels)", "auto+labels": "auto (with labels)"}  # fmt: skip
+#: one sentence beside every table with SYN figures (issue 10, item 7)
+SYN_CAVEAT = ("*SYN caveat:* the SYN pool is the teachers' own training rows (SYN's 300 training series serve "
+              "as both), so teachers look better on it than on unseen data: their routing and confidence on the "
+              "pool, and the label-free rows that rely on them, are optimistic on SYN.")  # fmt: skip
 
 #: The thesis's SYN figures (accuracy), Table 3 (per ratio), Table 4 (exclusive) and Table 5.
 THESIS_SYN = {
@@ -160,6 +174,8 @@ def run_setting(case: Data, setting: Setting, seed: int, r: dict[str, Any], stor
                   batch_size=case.batch_size, lr=case.lr, seed=seed, progress=False)  # fmt: skip
     x_pool, y_pool = r["x_pool"], r["y_pool"]
     for row, (method, options) in FREE_METHODS.items():
+        if not available(method):
+            continue
         res = timed_amalgamate(teachers, store, common, data=x_pool, method=method, method_options=options)
         result["free"][row] = _score(res, x_test, y_test)
     sup = timed_amalgamate(teachers, store, common, labeled=(x_pool, y_pool), method="supervised")
@@ -170,9 +186,11 @@ def run_setting(case: Data, setting: Setting, seed: int, r: dict[str, Any], stor
         unl = np.setdiff1d(np.arange(len(y_pool)), lab)
         cell: dict[str, Any] = {"labeled": int(len(lab))}
         for method in LABEL_METHODS:
+            if not available(method):
+                continue
             labeled = (x_pool[lab], y_pool[lab])
             res = timed_amalgamate(teachers, store, common, data=x_pool[unl], labeled=labeled, method=method)
-            cell[method] = _score(res, x_test, y_test)
+            cell[LABEL_ROWS.get(method, method)] = _score(res, x_test, y_test)
             if method == "tc":
                 cell[method].update(_trust_figures(res, teachers, y_pool[np.concatenate([unl, lab])], r["classes"]))
         result["ratios"][f"{ratio:g}"] = cell
@@ -263,7 +281,16 @@ def _job_config(key: str, quick: bool) -> dict[str, Any]:
     """What a finished part must match to be reused: the case's budgets and the settings."""
     case = next(c for c in data_cases(quick) if c.key == key)
     settings = [(s.key, s.ratios) for s in settings_for(quick)]
-    return {"case": dict(case.__dict__), "settings": settings, "methods": [FREE_METHODS, LABEL_METHODS], "version": 1}
+    # methods not registered when a part ran are skipped, so a part is reused only while the same ones are missing
+    missing = sorted(({m for m, _ in FREE_METHODS.values()} | set(LABEL_METHODS)) - _registered())
+    return {"case": dict(case.__dict__), "settings": settings, "methods": [FREE_METHODS, LABEL_METHODS],
+            "unavailable": missing, "version": 2}  # fmt: skip
+
+
+def _registered() -> set[str]:
+    from ..methods import REGISTRY
+
+    return set(REGISTRY)
 
 
 def _load_part(key: str, seed: int, quick: bool) -> dict[str, Any] | None:
@@ -293,6 +320,10 @@ def run(out: Path, quick: bool = False, seeds: int | None = None, workers: int |
 
     n_seeds = seeds or (1 if quick else 3)
     keys = [c.key for c in data_cases(quick)]
+    for method in _job_config(keys[0], quick)["unavailable"]:
+        rows = [r for r, (m, _) in FREE_METHODS.items() if m == method]
+        rows += [LABEL_ROWS.get(method, method)] if method in LABEL_METHODS else []
+        progress.warn(f"method {method!r} is not registered in this checkout; rows {rows} are skipped.")
     jobs = [(k, s) for k in keys for s in range(n_seeds)]
     done = {job: part for job in jobs if (part := _load_part(*job, quick)) is not None}
     if done:
@@ -386,6 +417,7 @@ def render(results: dict, figures: dict[str, str]) -> str:
                 if results["quick"] else "")
              + "*thesis* columns: the thesis's SYN figures (its Tables 3–5). 'supervised' is the student trained "
              "on the whole pool's true labels (an upper bound, not in the thesis).", ""]  # fmt: skip
+    caveat = [SYN_CAVEAT, ""] if "syn" in data else []
     first = results["data"][data[0]]["runs"][0]["settings"]
     present = [r for r in ratios if r in first.get("overlap", {}).get("ratios", {})]
     headers = ["method"]
@@ -396,7 +428,8 @@ def render(results: dict, figures: dict[str, str]) -> str:
     for row in _rows(results):
         cells = [_cell(results, ds, "overlap", r, row) for ds in data for r in present]
         table.append([_row_label(row), *cells, *[_thesis("overlap", row, ratios.index(r)) for r in present]])
-    lines += ["## Table 3: label ratios (teachers share 2 of 6 classes)", "", markdown_table(headers, table), ""]
+    lines += ["## Table 3: label ratios (teachers share 2 of 6 classes)", "", markdown_table(headers, table), "",
+              *caveat]  # fmt: skip
     settings_run = [s for s in ("exclusive", "overconfident") if s in first]
     if settings_run:
         h4 = ["method", *[f"{results['data'][ds]['title']} overlapping" for ds in data],
@@ -405,12 +438,13 @@ def render(results: dict, figures: dict[str, str]) -> str:
         t4 = [[_row_label(row), *[_cell(results, ds, "overlap", "0.02", row) for ds in data],
                *[_cell(results, ds, "exclusive", "0.02", row) for ds in data], _thesis("overlap", row, 0),
                _thesis("exclusive", row, 0)] for row in _rows(results)]  # fmt: skip
-        lines += ["## Table 4: overlapping vs exclusive class sets (2 % labels)", "", markdown_table(h4, t4), ""]
+        lines += ["## Table 4: overlapping vs exclusive class sets (2 % labels)", "", markdown_table(h4, t4), "",
+                  *caveat]  # fmt: skip
         h5 = ["method", *[results["data"][ds]["title"] for ds in data], "thesis SYN"]
         t5 = [[_row_label(row), *[_cell(results, ds, "overconfident", "0.02", row) for ds in data],
                _thesis("overconfident", row, 0)] for row in _rows(results)]  # fmt: skip
         lines += ["## Table 5: an overconfident teacher (T2 has twice T1's classes; 2 % labels)", "",
-                  markdown_table(h5, t5), ""]  # fmt: skip
+                  markdown_table(h5, t5), "", *caveat]  # fmt: skip
     lines += _trust_section(results, data)
     lines += _diagnosis_section(results, data)
     lines += _setup_section(results, data)
@@ -433,7 +467,7 @@ def _trust_section(results: dict, data: list[str]) -> list[str]:
     return ["## Does the Teacher Trust Learner learn whom to trust?", "",
             "Fraction (%) of pool examples whose most trusted teacher (TC's trust, Eq. 8) owns the true class.", "",
             markdown_table(["data", "setting", "labels", "labeled rows (seed 0)", "TTL routing %"], rows),
-            ""]  # fmt: skip
+            "", *([SYN_CAVEAT, ""] if "syn" in data else [])]  # fmt: skip
 
 
 def _diagnosis_section(results: dict, data: list[str]) -> list[str]:
@@ -461,7 +495,8 @@ def _diagnosis_section(results: dict, data: list[str]) -> list[str]:
             "true class; measured routing: the fraction that is routed right, counted with the true labels. "
             f"Spearman rank correlation of risk with mis-routing: {rho:.2f}.", "",
             markdown_table(["data", "setting", "risk %", "measured routing %", "flagged risky",
-                            "overconfident (seed 0)", "sinks (seed 0)"], rows), ""]  # fmt: skip
+                            "overconfident (seed 0)", "sinks (seed 0)"], rows), "",
+            *([SYN_CAVEAT, ""] if "syn" in data else [])]  # fmt: skip
 
 
 def _setup_section(results: dict, data: list[str]) -> list[str]:

@@ -35,6 +35,7 @@ PRESET_OPTIONS: dict[str, dict[str, Any]] = {
         "width": Width,
         "out_dim": Width,
         "dropout": Rate,
+        "block_dropout": Rate,
         "image_shape": Annotated[list[Width], Field(min_length=3, max_length=3)],
     },
     "text": {"encoder": str, "hidden": Widths, "dropout": Rate, "max_features": Width, "in_dim": Width},
@@ -100,7 +101,12 @@ def _cnn(inputs, options, featurizer):
     if "image_shape" not in opts:
         opts["image_shape"] = image_shape(inputs.shape)
     feat = featurizer or Identity(opts["image_shape"])
-    return feat, SmallCNN(opts["image_shape"][0], opts["width"], opts["out_dim"], opts["dropout"]), opts
+    # block_dropout (dropout after each conv block) is opt-in and never added to the resolved options by
+    # default: students saved without it keep their student.json and state-dict keys.
+    net = SmallCNN(
+        opts["image_shape"][0], opts["width"], opts["out_dim"], opts["dropout"], opts.get("block_dropout", 0.0)
+    )
+    return feat, net, opts
 
 
 @preset("text")
