@@ -39,6 +39,13 @@ def digits_splits(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {k: (x[v], y[v]) for k, v in idx.items()}
 
 
+def _progress() -> bool | None:
+    """The demo's runs take seconds and it prints its own table: no epoch lines unless --verbose."""
+    from .progress import verbose
+
+    return None if verbose() else False
+
+
 def make_teachers(splits, folder: Path, seed: int = 0) -> list[Teacher]:
     """Train the two experts on their own classes of the teacher split; save and reload them."""
     xt, yt = splits["teacher"]
@@ -47,7 +54,15 @@ def make_teachers(splits, folder: Path, seed: int = 0) -> list[Teacher]:
     for name, labels, arch, opts in specs:
         keep = np.isin(yt, labels)
         model = train_classifier(
-            xt[keep], yt[keep], student=arch, labels=labels, epochs=40, seed=seed, lr=3e-3, student_options=opts
+            xt[keep],
+            yt[keep],
+            student=arch,
+            labels=labels,
+            epochs=40,
+            seed=seed,
+            lr=3e-3,
+            student_options=opts,
+            progress=_progress(),
         )
         model.save(folder / name)
         teachers.append(Teacher.from_pretrained(folder / name))
@@ -62,7 +77,7 @@ def compare(teachers, splits, seed: int = 0, epochs: int = 30, student: str = "m
     for t in teachers:
         pred = t.predict(xs)
         rows[f"teacher {t.name}"] = {"metrics": multiclass_metrics(ys, pred), "seconds": 0.0}
-    common = dict(student=student, epochs=epochs, batch_size=64, seed=seed, lr=3e-3)
+    common = dict(student=student, epochs=epochs, batch_size=64, seed=seed, lr=3e-3, progress=_progress())
     runs = {
         "ensemble": dict(data=xp, method="ensemble"),
         "kd": dict(data=xp, method="kd"),

@@ -236,6 +236,8 @@ def run_case(case: Case, seed: int, bm, plots: dict[str, Any], only: set[str] | 
             else:
                 res = timed_amalgamate(teachers, store, common, data=x_pool, method=method, method_options=opts)
                 rows[row] = _score(res, y_test, x_test)
+            if "method_choice" in res.student.info:  # auto: the method it chose
+                rows[row]["chose"] = res.student.info["method_choice"].get("method")
             if method.startswith("muki") and not opts:
                 _routing_figures(rows[row], res.diagnostics["confidence"].numpy().argmax(1), res, teachers, y_pool)
                 if seed == 0 and method == "muki-soft":
@@ -442,6 +444,15 @@ def _diagnosis_section(results: dict) -> list[str]:
                                 "sinks (seed 0)"], rows)]  # fmt: skip
 
 
+def _choices(results: dict) -> list[str]:
+    """One line: the method ``auto`` chose in each case (per seed), when it ran."""
+    cases_ = results["cases"]
+    chose = {c["title"]: [r["rows"]["auto"].get("chose") or "?" for r in c["runs"] if "auto" in r["rows"]]
+             for c in cases_.values()}  # fmt: skip
+    parts = [f"{title}: {', '.join(sorted(set(ms), key=ms.index))}" for title, ms in chose.items() if ms]
+    return [f"`auto` chose (no labels): {'; '.join(parts)}.", ""] if parts else []
+
+
 def _rows_of(results: dict) -> list[str]:
     order: list[str] = []
     for c in results["cases"].values():
@@ -480,6 +491,7 @@ def render(results: dict, figures: dict[str, str]) -> str:
         "",
         markdown_table(["model", *[cases_[k]["title"] for k in keys], "avg"], table),
         "",
+        *_choices(results),
         "## Teachers",
         "",
     ]
