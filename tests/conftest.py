@@ -8,6 +8,11 @@ import torch
 import torch.nn as nn
 
 import amalgamator as am
+from amalgamator import cli
+from amalgamator.data import Inputs
+from amalgamator.labels import LabelSpace
+from amalgamator.methods.base import Context
+from amalgamator.store import LOGITS
 
 LOW, HIGH = [str(i) for i in range(5)], [str(i) for i in range(5, 10)]
 
@@ -56,3 +61,27 @@ def teachers(digits):
         am.Teacher(fit_mlp(x[t], y[t], LOW, 32, 0), labels=LOW, name="low", features="1"),
         am.Teacher(fit_mlp(x[t], y[t], HIGH, 48, 1), labels=HIGH, name="high", features="1"),
     ]
+
+
+def run_cli(*args) -> int:
+    """Run the command line in-process; its exit code (``main`` always exits)."""
+    with pytest.raises(SystemExit) as done:
+        cli.main([str(a) for a in args])
+    return int(done.value.code or 0)
+
+
+def logits_context(logits_a, logits_b, labels_a=("a", "b"), labels_b=("c", "d")) -> Context:
+    """A method Context over two stand-in teachers with given stored logits (no models, no store)."""
+
+    class _T:
+        def __init__(self, labels):
+            self.labels = LabelSpace(labels)
+            self.kind = "multiclass"
+            self.has_dropout = False
+            self.name = "t"
+
+    teachers = [_T(labels_a), _T(labels_b)]
+    union = LabelSpace.union([t.labels for t in teachers])
+    outs = [{LOGITS: torch.tensor(logits_a)}, {LOGITS: torch.tensor(logits_b)}]
+    n = len(logits_a)
+    return Context(teachers, union, outs, Inputs(torch.zeros(n, 1)), torch.full((n,), -1))

@@ -9,33 +9,18 @@ import pytest
 import torch
 
 import amalgamator as am
-from amalgamator.data import Inputs
 from amalgamator.errors import MethodError
-from amalgamator.labels import LabelSpace
 from amalgamator.methods import REGISTRY
-from amalgamator.methods.base import Context, StudentOutput
+from amalgamator.methods.base import StudentOutput
 from amalgamator.methods.routing import EnergyRouting, MaxLogitRouting, free_energy
 from amalgamator.methods.standardized import KDStandardized, kd_std_loss, zscore
-from amalgamator.store import LOGITS
 
-from .conftest import HIGH, LOW
+from .conftest import HIGH, LOW, logits_context
 
 NEW = ("kd-std", "max-logit", "energy")
 
 
-def _ctx(logits_a, logits_b, labels_a=("a", "b"), labels_b=("c", "d")):
-    class _T:
-        def __init__(self, labels):
-            self.labels = LabelSpace(labels)
-            self.kind = "multiclass"
-            self.has_dropout = False
-            self.name = "t"
-
-    teachers = [_T(labels_a), _T(labels_b)]
-    union = LabelSpace.union([t.labels for t in teachers])
-    outs = [{LOGITS: torch.tensor(logits_a)}, {LOGITS: torch.tensor(logits_b)}]
-    n = len(logits_a)
-    return Context(teachers, union, outs, Inputs(torch.zeros(n, 1)), torch.full((n,), -1))
+_ctx = logits_context
 
 
 def _acc(model, x, y):

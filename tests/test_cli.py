@@ -19,6 +19,8 @@ from amalgamator.methods import REGISTRY
 from amalgamator.models import Identity, build
 from amalgamator.student import Student, UnionNet
 
+from .conftest import run_cli
+
 LOW, HIGH = [str(i) for i in range(5)], [str(i) for i in range(5, 10)]
 
 
@@ -74,10 +76,7 @@ def _env(tmp_path, monkeypatch):
     monkeypatch.setenv("AMALGAMATOR_QUIET", "1")
 
 
-def _main(*args: str) -> int:
-    with pytest.raises(SystemExit) as done:
-        cli.main([str(a) for a in args])
-    return int(done.value.code or 0)
+_main = run_cli
 
 
 def _env_vars(tmp_path: Path) -> dict[str, str]:

@@ -14,22 +14,14 @@ import torch
 import torch.nn as nn
 
 import amalgamator as am
-from amalgamator import cli
+
+from .conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["a", "b", "c", "d"]
 
 
-@pytest.fixture(autouse=True)
-def _env(tmp_path, monkeypatch):
-    monkeypatch.setenv("AMALGAMATOR_STORE", str(tmp_path / "store"))
-    monkeypatch.setenv("AMALGAMATOR_QUIET", "1")
-
-
-def _main(*args: str) -> int:
-    with pytest.raises(SystemExit) as done:
-        cli.main([str(a) for a in args])
-    return int(done.value.code or 0)
+_main = run_cli
 
 
 # 1. SYN ships with the package ------------------------------------------------------------------

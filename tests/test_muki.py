@@ -10,26 +10,11 @@ import torch
 import torch.nn as nn
 
 import amalgamator as am
-from amalgamator.data import Inputs
-from amalgamator.labels import LabelSpace
-from amalgamator.methods.base import Context
 from amalgamator.methods.muki import MUKIHard, MUKISoft, instance_weights, normalised_uncertainty
-from amalgamator.store import LOGITS
 
+from .conftest import logits_context
 
-def _ctx(logits_a, logits_b, labels_a=("a", "b"), labels_b=("c", "d")):
-    class _T:
-        def __init__(self, labels):
-            self.labels = LabelSpace(labels)
-            self.kind = "multiclass"
-            self.has_dropout = False
-            self.name = "t"
-
-    teachers = [_T(labels_a), _T(labels_b)]
-    union = LabelSpace.union([t.labels for t in teachers])
-    outs = [{LOGITS: torch.tensor(logits_a)}, {LOGITS: torch.tensor(logits_b)}]
-    n = len(logits_a)
-    return Context(teachers, union, outs, Inputs(torch.zeros(n, 1)), torch.full((n,), -1))
+_ctx = logits_context
 
 
 def test_normalised_uncertainty_bounds():
