@@ -315,8 +315,10 @@ def test_default_threads_do_not_oversubscribe(monkeypatch):
     from amalgamator.api import default_threads
 
     monkeypatch.delenv("AMALGAMATOR_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(2)), raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert default_threads() == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     assert default_threads() == 8
 
