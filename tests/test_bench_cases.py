@@ -133,6 +133,8 @@ def _multiclass_results() -> dict:
             "muki-soft": {"accuracy": 0.5, "routing": 0.7, "routing_per_class": {"a": 0.5, "b": 0.9}},
             "max-logit": {"accuracy": 0.4, "routing": 0.6},
             "energy": {"accuracy": 0.4, "routing": 0.65},
+            "calibrated w/o prior": {"accuracy": 0.4},
+            "auto": {"accuracy": 0.6, "chose": "calibrated"},
         }
         return {"rows": rows, "teacher_training_s": 1.0, "groups": [["a", "b"], ["b", "c"], ["c", "a"]],
                 "setup": {"sizes": {"teacher": 90, "validation": 10, "pool": 100, "test": 50}, "archs": ["mlp {}"],
@@ -152,6 +154,8 @@ def test_multiclass_render_routing_and_cfl_alpha():
     assert "## CFL's α (Eq. 6), chosen on a validation split" in md
     assert "| Case one | 0.5, 0.25 | 60.0 ± 0.0 | 50.0 ± 0.0 | 40.0 ± 0.0 | 55.0 ± 0.0 |" in md
     assert "(+ 10 held out for validation)" in md
+    assert "## Ablation" not in md  # calibrated's "w/o" rows are not MUKI's ablation
+    assert "`auto` chose (no labels): Case one: calibrated; Case two: calibrated" in md
 
 
 def _semisupervised_results() -> dict:
@@ -160,6 +164,7 @@ def _semisupervised_results() -> dict:
             "supervised": {"accuracy": 0.9, "wall_s": 1.0}}  # fmt: skip
         cell = {m: {"accuracy": 0.6, "wall_s": 1.0} for m in ("sup", "tc", "auto+labels")}
         cell["tc"].update({"ttl_routing": 0.8, "trust_by_class": {}})
+        cell["auto+labels"]["chose"] = "supuhc"
         cell["labeled"] = 12
         return {"groups": [["1", "2"], ["3", "4"]], "teachers": {"teacher T1": 0.4, "teacher T2": 0.4}, "free": free,
                 "ratios": {"0.04": cell}, "teacher_training_s": 1.0,
@@ -177,4 +182,5 @@ def test_semisupervised_render_new_rows_and_syn_caveat():
     for row in ("kd-std", "max-logit", "energy", "auto (with labels)"):
         assert f"| {row} | " in md
     assert "| auto (no labels) | — |" in md  # a row that did not run shows a dash
+    assert "| SYN | overlap | — | supuhc |" in md  # what auto chose
     assert md.count(SS.SYN_CAVEAT) == 3  # Table 3 (the quick run has no Tables 4–5), trust, diagnosis

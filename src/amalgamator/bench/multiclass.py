@@ -236,7 +236,7 @@ def run_case(case: Case, seed: int, bm, plots: dict[str, Any], only: set[str] | 
             else:
                 res = timed_amalgamate(teachers, store, common, data=x_pool, method=method, method_options=opts)
                 rows[row] = _score(res, y_test, x_test)
-            if "method_choice" in res.student.info:  # auto: the method it chose
+            if "method_choice" in getattr(res.student, "info", {}):  # auto: the method it chose
                 rows[row]["chose"] = res.student.info["method_choice"].get("method")
             if method.startswith("muki") and not opts:
                 _routing_figures(rows[row], res.diagnostics["confidence"].numpy().argmax(1), res, teachers, y_pool)
@@ -508,7 +508,7 @@ def render(results: dict, figures: dict[str, str]) -> str:
                 f"{'; '.join(st['archs'])} ({st['teacher_epochs']} epochs). Student: {st['student']} "
                 f"({st['epochs']} epochs)."
             )
-    abl_keys = [k for k in keys if any("w/o" in r for r in cases_[k]["runs"][0]["rows"])]
+    abl_keys = [k for k in keys if any("w/o" in r and r in ABLATION for r in cases_[k]["runs"][0]["rows"])]
     if abl_keys:
         lines += ["", "## Ablation (MUKI Table 2)", ""]
         abl_rows = [r for r in ABLATION if r in cases_[abl_keys[0]]["runs"][0]["rows"]]

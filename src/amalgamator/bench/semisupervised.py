@@ -199,7 +199,7 @@ def run_setting(case: Data, setting: Setting, seed: int, r: dict[str, Any], stor
 
 def _score(res, x_test, y_test) -> dict[str, Any]:
     out = {"accuracy": accuracy(y_test, res.student.predict(x_test)), "wall_s": res.timings["wall"]}
-    if "method_choice" in res.student.info:  # auto: the method it chose
+    if "method_choice" in getattr(res.student, "info", {}):  # auto: the method it chose
         out["chose"] = res.student.info["method_choice"].get("method")
     return out
 
