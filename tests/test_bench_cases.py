@@ -122,14 +122,20 @@ def test_routing_figures_count_either_owner_of_a_shared_class():
     assert row["routing_per_class"] == {"a": 0.5, "b": 1.0, "c": 1.0}
 
 
-def _multiclass_results() -> dict:
-    def run(alpha: float, risk: float = 0.4) -> dict:
-        search = {"0.5": {"validation": 0.6, "accuracy": 0.55}, "0.25": {"validation": 0.5, "accuracy": 0.5},
-                  "0.75": {"validation": 0.4, "accuracy": 0.6}}  # fmt: skip
+def _multiclass_results(search_every_seed: bool = False) -> dict:
+    """Two seeds per case; seed 0 chose CFL's α and seed 1 reused it (``search_every_seed``: results
+    written before that, where every seed searched α)."""
+
+    def run(alpha: float, risk: float = 0.4, search: bool = True) -> dict:
+        cfl = {"accuracy": 0.55, "alpha": alpha, "train_s": 3.0}
+        if search or search_every_seed:
+            cfl["alpha_search"] = {"0.5": {"validation": 0.6, "accuracy": 0.55},
+                                   "0.25": {"validation": 0.5, "accuracy": 0.5},
+                                   "0.75": {"validation": 0.4, "accuracy": 0.6}}  # fmt: skip
         rows = {
             "teacher T1 (2 classes)": {"accuracy": 0.3},
             "kd": {"accuracy": 0.5, "train_s": 1.0},
-            "cfl": {"accuracy": 0.55, "alpha": alpha, "alpha_search": search, "train_s": 3.0},
+            "cfl": cfl,
             "muki-soft": {"accuracy": 0.5, "routing": 0.7, "routing_per_class": {"a": 0.5, "b": 0.9}},
             "max-logit": {"accuracy": 0.4, "routing": 0.6},
             "energy": {"accuracy": 0.4, "routing": 0.65},
@@ -143,17 +149,23 @@ def _multiclass_results() -> dict:
                               "temperatures": [1.0]}}  # fmt: skip
 
     return {"seeds": 2, "quick": True,
-            "cases": {"c1": {"title": "Case one", "runs": [run(0.5), run(0.25)]},
-                      "c2": {"title": "Case two", "runs": [run(0.5, 0.3), run(0.5)]},
-                      "c3": {"title": "Case three", "runs": [run(0.75, 0.5), run(0.5, 0.6)]}}}  # fmt: skip
+            "cases": {"c1": {"title": "Case one", "runs": [run(0.5), run(0.5, search=False)]},
+                      "c2": {"title": "Case two", "runs": [run(0.5, 0.3), run(0.5, search=False)]},
+                      "c3": {"title": "Case three", "runs": [run(0.75, 0.5), run(0.75, 0.6, False)]}}}  # fmt: skip
 
 
 def test_multiclass_render_routing_and_cfl_alpha():
     md = MC.render(_multiclass_results(), {})
     assert "| Case one | 3 | — | 70.0 ± 0.0 | 60.0 ± 0.0 | 65.0 ± 0.0 | a 50, b 90 |" in md
     assert "## CFL's α (Eq. 6), chosen on a validation split" in md
-    assert "| Case one | 0.5, 0.25 | 60.0 ± 0.0 | 50.0 ± 0.0 | 40.0 ± 0.0 | 55.0 ± 0.0 |" in md
+    assert "Each case chooses α once, on seed 0" in md and "the later seeds reuse seed 0's α" in md
+    assert "| case | chosen α (per seed) | validation % at α=0.5 (seed 0) |" in md
+    assert "| Case three | 0.75, 0.75 | 60.0 ± 0.0 | 50.0 ± 0.0 | 40.0 ± 0.0 | 55.0 ± 0.0 |" in md
     assert "(+ 10 held out for validation)" in md
+    assert "three at seed 0 (the choice of α), one at each later seed" not in md  # no job wall times here
+    old = MC.render(_multiclass_results(search_every_seed=True), {})  # results from before: every seed searched
+    assert "Each case and seed trains `cfl` at every α" in old and "reuse" not in old
+    assert "| case | chosen α (per seed) | validation % at α=0.5 |" in old
     assert "## Ablation" not in md  # calibrated's "w/o" rows are not MUKI's ablation
     assert "`auto` chose (no labels): Case one: calibrated; Case two: calibrated" in md
 
@@ -184,3 +196,77 @@ def test_semisupervised_render_new_rows_and_syn_caveat():
     assert "| auto (no labels) | — |" in md  # a row that did not run shows a dash
     assert "| SYN | overlap | — | supuhc |" in md  # what auto chose
     assert md.count(SS.SYN_CAVEAT) == 3  # Table 3 (the quick run has no Tables 4–5), trust, diagnosis
+
+
+def test_multiclass_job_config_keys_later_seeds_by_seed_0s_alpha():
+    assert "alpha" not in MC._job_config("letters-4", 0, True, None)
+    later = MC._job_config("letters-4", 1, True, 0.5)
+    assert later["alpha"] == 0.5 and later != MC._job_config("letters-4", 1, True, 0.25)
+    assert later["case"]["epochs"] == 3 and "groups" not in later["case"]
+    assert json.loads(json.dumps(later))  # what the cache compares
+    assert MC._job_config("letters-4", 1, False, 0.5) != later  # quick and full budgets differ
+
+
+def test_saved_parts_are_reused_only_with_their_config(tmp_path):
+    from amalgamator.bench.common import load_part, save_part
+
+    path = tmp_path / "parts" / "case-seed0.json"
+    assert load_part(path, {"a": 1}) is None
+    save_part(path, {"a": (1, 2)}, {"rows": {"kd": {"accuracy": 0.5}}})
+    assert load_part(path, {"a": (1, 2)}) == {"rows": {"kd": {"accuracy": 0.5}}}  # tuples compared as JSON lists
+    assert load_part(path, {"a": (1, 3)}) is None
+    assert [p.name for p in path.parent.iterdir()] == ["case-seed0.json"]  # no temporary file left
+    path.write_text('{"config": {"a": [1, 2]}, "res')  # a torn file
+    assert load_part(path, {"a": (1, 2)}) is None
+
+
+def test_default_workers(monkeypatch):
+    from amalgamator.bench.common import WORKERS_ENV, default_workers
+
+    monkeypatch.delenv(WORKERS_ENV, raising=False)
+    assert 1 <= default_workers() <= 8
+    monkeypatch.setenv(WORKERS_ENV, "3")
+    assert default_workers() == 3
+    for bad in ("two", "0"):
+        monkeypatch.setenv(WORKERS_ENV, bad)
+        with pytest.raises(DataError, match=WORKERS_ENV):
+            default_workers()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_run_jobs_queues_the_jobs_a_finished_job_unlocks(workers):
+    """Seed 0 of each case first; a case's later seeds are queued when its seed 0 finishes, and see its
+    result. ``dict`` stands in for a job function (module-level and picklable, as the workers need)."""
+    from amalgamator.bench.common import run_jobs
+
+    def job(case: str, seed: int, alpha: float | None = None) -> tuple:
+        return ([("case", case), ("seed", seed), ("alpha", alpha)],)
+
+    done: dict[tuple[str, int], dict] = {}
+    order: list[tuple[str, int]] = []
+
+    def finished(j: tuple, result: dict, seconds: float) -> list[tuple]:
+        key = (result["case"], result["seed"])
+        done[key] = result
+        order.append(key)
+        assert seconds >= 0
+        return [job(key[0], s, alpha=0.25 if key[0] == "a" else 0.75) for s in (1, 2)] if key[1] == 0 else []
+
+    run_jobs(dict, [job("a", 0), job("b", 0)], workers, finished, lambda j: f"{j[0][0][1]} seed {j[0][1][1]}")
+    assert sorted(done) == [(c, s) for c in "ab" for s in range(3)]
+    assert {k: v["alpha"] for k, v in done.items() if k[1]} == {("a", 1): 0.25, ("a", 2): 0.25, ("b", 1): 0.75,
+                                                                  ("b", 2): 0.75}  # fmt: skip
+    if workers == 1:  # in queue order: both seeds 0 before any later seed
+        assert order == [("a", 0), ("b", 0), ("a", 1), ("a", 2), ("b", 1), ("b", 2)]
+
+
+def test_run_jobs_a_failed_job_stops_the_others():
+    """A job that fails in a worker ends the run at once: the job beside it is stopped, not waited for."""
+    import time
+
+    from amalgamator.bench.common import run_jobs
+
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError):  # time.sleep(-1) fails; time.sleep(60) would keep the other worker busy
+        run_jobs(time.sleep, [(60,), (-1,)], 2, lambda *_: None, str)
+    assert time.perf_counter() - t0 < 30

@@ -13,19 +13,41 @@ from amalgamator.bench import run_suite
 @pytest.mark.slow
 def test_quick_multiclass_bench_writes_tables_and_figures(tmp_path, monkeypatch):
     pytest.importorskip("rdata")
+    from amalgamator.bench import multiclass as MC
+
+    parts = tmp_path / "parts"  # finished jobs of this test only: every job runs (on the default workers)
+    monkeypatch.setattr(MC, "_part_path", lambda key, seed, quick: parts / f"{key}-seed{seed}.json")
+    out = tmp_path / "out"
     try:
-        results = run_suite("multiclass", quick=True, out=tmp_path)
+        results = run_suite("multiclass", quick=True, out=out)
     except Exception as exc:  # data missing on this machine
         if "bench-data.sh" in str(exc):
             pytest.skip(str(exc))
         raise
-    md = (tmp_path / "multiclass-quick.md").read_text()
+    md = (out / "multiclass-quick.md").read_text()
     for row in ("ensemble", "kd", "uhc", "cfl", "dfa", "muki-hard", "muki-soft", "supervised (upper bound)"):
         assert f"| {row} |" in md
     assert "## Ablation (MUKI Table 2)" in md and "## Routing" in md
-    saved = json.loads((tmp_path / "multiclass-quick.json").read_text())
+    saved = json.loads((out / "multiclass-quick.json").read_text())
     assert set(saved["cases"]) == set(results["cases"])
-    assert list(tmp_path.glob("multiclass-quick-*.png"))
+    assert list(out.glob("multiclass-quick-*.png"))
+    # the figures drawn by the jobs from seed 0's models, under their captions
+    assert "![MUKI Fig. 2 analogue, fashion-plain](multiclass-quick-uncertainty-fashion-plain.png)" in md
+    assert "(Fashion-MNIST plain)](multiclass-quick-cfl-tsne.png)" in md
+    assert sorted(p.name for p in parts.glob("*.json")) == sorted(f"{k}-seed0.json" for k in results["cases"])
+
+    def accuracies(res: dict) -> dict:
+        return {k: {r: v["accuracy"] for r, v in c["runs"][0]["rows"].items()} for k, c in res["cases"].items()}
+
+    again = run_suite("multiclass", quick=True, out=out)  # every job reused from the cache: same figures
+    assert accuracies(again) == accuracies(results)
+    assert [c["runs"][0]["seconds"] for c in again["cases"].values()] == [
+        c["runs"][0]["seconds"] for c in results["cases"].values()
+    ]
+    assert (out / "multiclass-quick.md").read_text().count("![") == md.count("![")
+    # --rows recomputes only those rows into the existing result (the same numbers: runs are seeded)
+    redo = run_suite("multiclass", quick=True, out=out, rows=["kd"])
+    assert accuracies(redo) == accuracies(results)
 
 
 @pytest.mark.slow

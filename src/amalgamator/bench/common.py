@@ -1,15 +1,20 @@
-"""Shared pieces of the benchmark suites: mean ± std tables and result files."""
+"""Shared pieces of the benchmark suites: mean ± std tables, result files, and (case, seed) jobs run on
+worker processes with their finished results kept in the cache (an interrupted run resumes)."""
 
 from __future__ import annotations
 
+import json
+import os
 import platform
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .. import progress
 from ..report import markdown_table, write_json
 
 
@@ -52,3 +57,130 @@ def write_results(out: Path, suite: str, title: str, intro: str, headers, rows, 
     path.write_text(md)
     write_json(out / f"{suite}.json", raw)
     return path
+
+
+# Jobs on worker processes --------------------------------------------------------------------
+
+#: the number of worker processes of the suites that run their (case, seed) jobs in parallel
+WORKERS_ENV = "AMALGAMATOR_BENCH_WORKERS"
+
+
+def default_workers() -> int:
+    """``$AMALGAMATOR_BENCH_WORKERS``, else one worker process per usable core (at most 8): each worker
+    runs one torch thread (:func:`worker_init`), so the workers fill the cores without oversubscribing them."""
+    from ..errors import DataError
+
+    raw = os.environ.get(WORKERS_ENV, "").strip()
+    if raw:
+        try:
+            n = int(raw)
+        except ValueError:
+            raise DataError(
+                f"{WORKERS_ENV}={raw!r} is not a whole number of workers; unset it or give e.g. 2."
+            ) from None
+        if n < 1:
+            raise DataError(f"{WORKERS_ENV} must be at least 1, got {n}.")
+        return n
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores))
+
+
+def worker_init() -> None:
+    """Workers share the machine: one torch thread each, no progress bars; and they exit when the
+    parent dies (killed or interrupted), instead of computing results nobody will read."""
+    import threading
+
+    torch.set_num_threads(1)
+    os.environ["AMALGAMATOR_QUIET"] = "1"
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(2)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def part_path(suite: str, key: str, seed: int, quick: bool) -> Path:
+    """Where a suite keeps the finished result of one (case, seed) job."""
+    from ..store import cache_home
+
+    return cache_home() / "bench-parts" / f"{suite}{'-quick' if quick else ''}" / f"{key}-seed{seed}.json"
+
+
+def load_part(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The result saved at ``path`` if it was computed with ``config`` (compared as JSON), else ``None``."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return saved["result"] if saved.get("config") == json.loads(json.dumps(config)) else None
+
+
+def save_part(path: Path, config: dict[str, Any], result: dict[str, Any]) -> None:
+    """Keep a finished job's result with the configuration it was computed with (written whole or not at all)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    write_json(tmp, {"config": config, "result": result})
+    os.replace(tmp, path)
+
+
+Job = tuple[Any, ...]
+
+
+def _timed(fn: Callable[..., dict[str, Any]], job: Job) -> tuple[dict[str, Any], float]:
+    t0 = time.perf_counter()
+    result = fn(*job)
+    return result, time.perf_counter() - t0
+
+
+def run_jobs(
+    fn: Callable[..., dict[str, Any]],
+    jobs: Iterable[Job],
+    workers: int,
+    on_done: Callable[[Job, dict[str, Any], float], Iterable[Job] | None],
+    label: Callable[[Job], str],
+    total: int | None = None,
+) -> None:
+    """Call ``fn(*job)`` for every job: in this process when ``workers`` is 1, else in ``workers`` spawned
+    processes of one torch thread each (:func:`worker_init`). ``fn`` must be a module-level function and
+    its arguments and result picklable. As each job finishes, ``on_done(job, result, seconds)`` runs in
+    this process (in order of completion); the jobs it returns are queued behind the waiting ones (jobs
+    that need a finished job's result; ``total`` counts them too, for the message). Jobs start in queue
+    order, at most ``workers`` at a time."""
+    from collections import deque
+
+    queue = deque(jobs)
+    if workers == 1:
+        while queue:
+            job = queue.popleft()
+            progress.console.print(f"{label(job)} …")
+            result, seconds = _timed(fn, job)
+            progress.console.print(f"  done in {seconds:.0f} s")
+            queue.extend(on_done(job, result, seconds) or ())
+        return
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from multiprocessing import active_children, get_context
+
+    progress.console.print(f"{total or len(queue)} job(s) on {workers} worker processes …")
+    others = set(active_children())
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=worker_init)
+    running: dict[Any, Job] = {}
+    try:
+        while queue or running:
+            while queue and len(running) < workers:
+                job = queue.popleft()
+                running[pool.submit(_timed, fn, job)] = job
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                job = running.pop(fut)
+                result, seconds = fut.result()
+                progress.console.print(f"{label(job)} done in {seconds:.0f} s")
+                queue.extend(on_done(job, result, seconds) or ())
+    except BaseException:  # a job failed, or an interrupt: stop the other jobs rather than wait for them
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in set(active_children()) - others:
+            worker.terminate()
+        raise
+    pool.shutdown()

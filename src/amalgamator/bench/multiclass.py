@@ -13,9 +13,14 @@ Cases: Fashion-MNIST (two splits), LetterRecognition with 2 (very unequal: 4 vs 
 3, 4, 5, 8 and 13 teachers, 8 teachers whose letter groups overlap their neighbours', and
 fortune topics.
 
-CFL's α (Eq. 6) is not published; each case chooses it from :data:`CFL_ALPHAS` on a labeled
-validation split held out of the teacher split (the teachers never train on it, the test
-split is never used), and the ``cfl`` row is the chosen student.
+CFL's α (Eq. 6) is not published; each case chooses it once, on seed 0, from :data:`CFL_ALPHAS`
+on a labeled validation split held out of the teacher split (the teachers never train on it, the
+test split is never used): seed 0's ``cfl`` row is the chosen student, and the later seeds train
+CFL once, at that α.
+
+The (case, seed) jobs run on worker processes of one torch thread each (:func:`run`); a case's
+later seeds start when its seed 0 has chosen α. Finished jobs are kept in the cache, so a rerun or
+an interrupted run resumes, and the figures made from seed 0's models are drawn by the job itself.
 
 Each row records its wall time split into teacher passes, Monte-Carlo passes and student
 training; a fresh teacher-output store per (case, seed) makes those figures honest (the
@@ -38,7 +43,17 @@ from .. import progress
 from ..api import amalgamate
 from ..report import markdown_table, write_json
 from ..store import TeacherStore
-from .common import accuracy, machine, mean_std, timed_amalgamate
+from .common import (
+    accuracy,
+    default_workers,
+    load_part,
+    machine,
+    mean_std,
+    part_path,
+    run_jobs,
+    save_part,
+    timed_amalgamate,
+)
 from .teachers import TeacherSpec, teacher_set
 
 METHODS = ["ensemble", "kd", "uhc", "cfl", "dfa", "muki-hard", "muki-soft", "kd-std", "max-logit", "energy", "auto"]
@@ -192,9 +207,12 @@ def _warn_missing(method: str, rows: list[str]) -> None:
     progress.warn(f"method {method!r} is not registered in this checkout; rows {rows} are skipped.")
 
 
-def run_case(case: Case, seed: int, bm, plots: dict[str, Any], only: set[str] | None = None) -> dict[str, Any]:
+def run_case(
+    case: Case, seed: int, bm, plots: dict[str, Any], only: set[str] | None = None, alpha: float | None = None
+) -> dict[str, Any]:
     """Train teachers (cached), then every row of the table for one case and one seed (or only the
-    rows named in ``only``, to add rows to an existing result)."""
+    rows named in ``only``, to add rows to an existing result). CFL runs once at ``alpha`` when given
+    (seed 0's choice), else at every α of :data:`CFL_ALPHAS`, keeping the best on the validation split."""
     from .datasets import hold_out, role_split
 
     rng = np.random.default_rng(seed)
@@ -228,10 +246,13 @@ def run_case(case: Case, seed: int, bm, plots: dict[str, Any], only: set[str] | 
         for row, method, opts in runs:
             if only is not None and row not in only:
                 continue
-            if not available(method):
-                _warn_missing(method, [row])
+            if not available(method):  # the suite warned once (see run)
                 continue
-            if method == "cfl" and not opts:
+            if method == "cfl" and not opts and alpha is not None:
+                res = timed_amalgamate(teachers, store, common, data=x_pool, method="cfl",
+                                       method_options={"alpha": alpha})  # fmt: skip
+                rows[row] = {**_score(res, y_test, x_test), "alpha": alpha}
+            elif method == "cfl" and not opts:
                 res, rows[row] = _cfl_selected(teachers, store, common, x_pool, (x_val, y_val), (x_test, y_test))
             else:
                 res = timed_amalgamate(teachers, store, common, data=x_pool, method=method, method_options=opts)
@@ -316,16 +337,137 @@ def _routing_figures(row: dict, choice: np.ndarray, res, teachers, y_pool) -> No
     row["routing_per_class"] = {lb: float(ok[y_idx == j].mean()) for j, lb in enumerate(union) if (y_idx == j).any()}
 
 
-def run(out: Path, quick: bool = False, seeds: int | None = None, rows: Sequence[str] | None = None) -> dict:
-    """The whole suite; with ``rows``, only those rows (and the routing diagnosis) are recomputed and
-    merged into the existing ``multiclass.json`` in ``out`` (same seeds, cached teachers)."""
+# Jobs: one (case, seed) each, on worker processes ----------------------------------------------
+
+#: datasets loaded in this process (a worker loads each once, whichever jobs it runs)
+_LOADED: dict[str, Any] = {}
+
+
+def _case(key: str, quick: bool) -> Case:
+    return next(c for c in cases(quick) if c.key == key)
+
+
+def _unavailable() -> list[str]:
+    """The suite's methods not registered in this checkout (their rows are skipped)."""
+    from ..methods import REGISTRY
+
+    return sorted({*METHODS, "calibrated"} - set(REGISTRY))
+
+
+def _job_config(key: str, seed: int, quick: bool, alpha: float | None) -> dict[str, Any]:
+    """What a finished job must match to be reused: the case's budgets, architectures and split sizes,
+    the rows, CFL's α candidates and validation split, the methods missing, and for a later seed the α
+    that seed 0 chose (a new choice recomputes the later seeds)."""
+    case = _case(key, quick)
+    config = {"case": {k: v for k, v in case.__dict__.items() if k != "groups"},
+              "rows": [METHODS, ABLATION, CALIBRATED], "cfl": [CFL_ALPHAS, VALIDATION_FRACTION, VALIDATION_MAX],
+              "unavailable": _unavailable(), "version": 1}  # fmt: skip
+    if seed > 0:
+        config["alpha"] = alpha
+    return config
+
+
+def _part_path(key: str, seed: int, quick: bool) -> Path:
+    return part_path("multiclass", key, seed, quick)
+
+
+def _figure_dir(key: str, seed: int, quick: bool) -> Path:
+    """Where a job draws its figures: beside its finished result in the cache (copied to ``out`` by :func:`run`)."""
+    return _part_path(key, seed, quick).with_name(f"{key}-seed{seed}-figures")
+
+
+def _load_part(key: str, seed: int, quick: bool, alpha: float | None) -> dict[str, Any] | None:
+    return load_part(_part_path(key, seed, quick), _job_config(key, seed, quick, alpha))
+
+
+def _save_part(key: str, seed: int, quick: bool, alpha: float | None, result: dict[str, Any]) -> None:
+    save_part(_part_path(key, seed, quick), _job_config(key, seed, quick, alpha), result)
+
+
+def run_job(
+    key: str, seed: int, quick: bool, only: Sequence[str] | None, alpha: float | None, folder: Path
+) -> dict[str, Any]:
+    """One case and seed (see :func:`run_case`), run in a worker process by :func:`run`. The figures made
+    from seed 0's models are drawn here, into ``folder``; ``"figures"`` names them."""
+    from .datasets import load
+
+    case = _case(key, quick)
+    if case.dataset not in _LOADED:
+        _LOADED[case.dataset] = load(case.dataset)
+    t0 = time.perf_counter()
+    plots: dict[str, Any] = {}
+    part = run_case(case, seed, _LOADED[case.dataset], plots, None if only is None else set(only), alpha)
+    part["seconds"] = time.perf_counter() - t0
+    part["figures"] = _draw(case, plots, folder, "-quick" if quick else "")
+    return part
+
+
+def _draw(case: Case, plots: dict[str, Any], folder: Path, suffix: str) -> dict[str, list[str]]:
+    """Seed 0's figures of one case (MUKI's uncertainty histograms; CFL's t-SNE on Fashion-MNIST plain),
+    as :func:`~amalgamator.bench.plots.multiclass_plots` draws them: {kind: [caption, file name]}."""
+    if not plots:
+        return {}
+    from .plots import cfl_tsne, uncertainty_histograms
+
+    folder.mkdir(parents=True, exist_ok=True)
+    drawn: dict[str, list[str]] = {}
+    if case.key in plots.get("uncertainty", {}):
+        name = f"multiclass{suffix}-uncertainty-{case.key}.png"
+        title = f"{case.title}: uncertainty of the right vs the wrong teacher (seed 0)"
+        uncertainty_histograms(*plots["uncertainty"][case.key], title, folder / name)
+        drawn["uncertainty"] = [f"MUKI Fig. 2 analogue, {case.key}", name]
+    if "cfl" in plots:
+        name = f"multiclass{suffix}-cfl-tsne.png"
+        if cfl_tsne(*plots["cfl"], folder / name):
+            caption = "t-SNE of teachers' and student's features in CFL's common space (Fashion-MNIST plain)"
+            drawn["cfl"] = [caption, name]
+    return drawn
+
+
+def _merge_into_cache(key: str, n_seeds: int, quick: bool, new: dict[tuple[str, int], dict[str, Any]]) -> None:
+    """``--rows``: merge the recomputed rows into the case's finished jobs in the cache too, so that a later
+    run reusing them agrees with the result. A later seed's part is keyed by the α seed 0 chose: when
+    ``cfl`` was recomputed, the part moves to seed 0's new α, at which its ``cfl`` row was recomputed."""
+    seed0 = _load_part(key, 0, quick, None)
+    if seed0 is None:
+        return  # the later seeds' parts cannot be checked without seed 0's
+    old_alpha = seed0["rows"].get("cfl", {}).get("alpha")
+    for seed in range(n_seeds):
+        cached = seed0 if seed == 0 else _load_part(key, seed, quick, old_alpha)
+        if cached is None:
+            continue
+        part = new[(key, seed)]
+        cached["rows"].update(part["rows"])
+        cached["diagnosis"] = part["diagnosis"]
+        cached.setdefault("figures", {}).update(part.get("figures", {}))
+        _save_part(key, seed, quick, seed0["rows"].get("cfl", {}).get("alpha") if seed else None, cached)
+
+
+def _method_rows(method: str) -> list[str]:
+    """The rows a method makes (itself, its ablations)."""
+    rows = [m for m in METHODS if m == method] + [r for r, o in ABLATION.items() if o and r.split()[0] == method]
+    return rows + (list(CALIBRATED) if method == "calibrated" else [])
+
+
+def run(
+    out: Path, quick: bool = False, seeds: int | None = None, rows: Sequence[str] | None = None,
+    workers: int | None = None,
+) -> dict:  # fmt: skip
+    """The whole suite: every (case, seed) job, in ``workers`` processes of one torch thread each (default:
+    one per usable core, ``$AMALGAMATOR_BENCH_WORKERS`` overrides). Finished jobs are kept in the cache,
+    so a rerun or an interrupted run picks up where it stopped. A case's seeds after 0 wait for its seed 0,
+    which chooses CFL's α for them all.
+
+    With ``rows``, only those rows (and the routing diagnosis) are recomputed and merged into the
+    existing ``multiclass.json`` in ``out`` (same seeds, cached teachers), and into the cached jobs."""
     import json
+    import shutil
 
     from ..errors import AmalgamatorError
-    from .datasets import load
 
     suffix = "-quick" if quick else ""
     only = set(rows) if rows else None
+    previous: dict[str, Any] = {"cases": {}}
     if only is not None:
         try:
             previous = json.loads((out / f"multiclass{suffix}.json").read_text())
@@ -337,38 +479,75 @@ def run(out: Path, quick: bool = False, seeds: int | None = None, rows: Sequence
         n_seeds = previous["seeds"]
     else:
         n_seeds = seeds or (1 if quick else 3)
-    console = Console()
-    results: dict[str, Any] = {"seeds": n_seeds, "quick": quick, "cases": {}}
-    plots: dict[str, Any] = {}
-    loaded: dict[str, Any] = {}
-    for case in cases(quick):
-        if case.dataset not in loaded:
-            loaded[case.dataset] = load(case.dataset)
+    for method in _unavailable():
+        _warn_missing(method, _method_rows(method))
+    all_cases = cases(quick)
+    # the rows each case recomputes: all of them (None) unless --rows; a case the existing result lacks
+    # (added since it was written) runs in full
+    case_only = {c.key: None if only is None or c.key not in previous["cases"] else sorted(only) for c in all_cases}
+    done: dict[tuple[str, int], dict[str, Any]] = {}
+
+    def waits(key: str) -> bool:
+        """Do the case's seeds after 0 train CFL at the α its seed 0 chooses?"""
+        return n_seeds > 1 and available("cfl") and (case_only[key] is None or "cfl" in case_only[key])
+
+    def job(key: str, seed: int) -> list[tuple]:
+        """The job computing (case, seed), or none if the cache holds it (a whole job; not with --rows)."""
+        alpha = done[(key, 0)]["rows"].get("cfl", {}).get("alpha") if seed > 0 and waits(key) else None
+        if case_only[key] is None and (part := _load_part(key, seed, quick, alpha)) is not None:
+            done[(key, seed)] = part
+            return later(key, seed)
+        return [(key, seed, quick, case_only[key], alpha, _figure_dir(key, seed, quick))]
+
+    def later(key: str, seed: int) -> list[tuple]:
+        return [j for s in range(1, n_seeds) for j in job(key, s)] if seed == 0 and waits(key) else []
+
+    def finished(j: tuple, part: dict[str, Any], seconds: float) -> list[tuple]:
+        key, seed, _, case_rows, alpha, _ = j
+        done[(key, seed)] = part
+        if case_rows is None:
+            _save_part(key, seed, quick, alpha, part)
+        return later(key, seed)
+
+    jobs = [j for c in all_cases for j in job(c.key, 0)]
+    jobs += [j for c in all_cases if not waits(c.key) for s in range(1, n_seeds) for j in job(c.key, s)]
+    if done:
+        progress.console.print(f"reusing {len(done)} finished job(s) from {_part_path('-', 0, quick).parent}")
+    pending = len(jobs) + sum(n_seeds - 1 for j in jobs if j[1] == 0 and waits(j[0]))
+    workers = max(1, min(workers or default_workers(), pending or 1))
+    if n_seeds > 1:
+        progress.console.print("a case's seeds after 0 start once its seed 0 has chosen CFL's α")
+    run_jobs(run_job, jobs, workers, finished, lambda j: f"[bold]{j[0]}[/] seed {j[1]}", total=pending)
+    results: dict[str, Any] = {"seeds": n_seeds, "quick": quick, "workers": workers, "cases": {}}
+    for case in all_cases:
         per_seed = []
-        # a case the existing result lacks (added since it was written) runs in full
-        case_only = only if only is None or case.key in previous["cases"] else None
         for seed in range(n_seeds):
-            t0 = time.perf_counter()
-            progress.console.print(f"[bold]{case.key}[/] seed {seed} …")
-            part = run_case(case, seed, loaded[case.dataset], plots, case_only)
-            if case_only is not None:
+            part = {k: v for k, v in done[(case.key, seed)].items() if k != "figures"}
+            if case_only[case.key] is not None:
                 kept = previous["cases"][case.key]["runs"][seed]
                 kept["rows"].update(part["rows"])
                 kept["diagnosis"] = part["diagnosis"]
                 part = kept
             per_seed.append(part)
-            progress.console.print(f"  done in {time.perf_counter() - t0:.0f} s")
         results["cases"][case.key] = {"title": case.title, "runs": per_seed}
+        if case_only[case.key] is not None:
+            _merge_into_cache(case.key, n_seeds, quick, done)
     write_json(out / f"multiclass{suffix}.json", results)
     from .plots import multiclass_plots
 
-    figures = multiclass_plots(results, plots, out, suffix)
+    figures = multiclass_plots(results, {}, out, suffix)  # the accuracy bars; the jobs drew the rest
+    for kind in ("uncertainty", "cfl"):
+        for case in all_cases:
+            caption, name = done[(case.key, 0)].get("figures", {}).get(kind, (None, None))
+            if name and (_figure_dir(case.key, 0, quick) / name).exists():
+                shutil.copyfile(_figure_dir(case.key, 0, quick) / name, out / name)
+                figures[caption] = name
     for png in sorted(out.glob(f"multiclass{suffix}-*.png")):  # figures of an earlier full run stay linked
         if png.name not in figures.values() and (suffix or "-quick-" not in png.name):
             figures[png.stem.removeprefix(f"multiclass{suffix}-")] = png.name
     md = render(results, figures)
     (out / f"multiclass{suffix}.md").write_text(md)
-    console.print(md, markup=False, highlight=False)
+    Console().print(md, markup=False, highlight=False)
     return results
 
 
@@ -396,27 +575,43 @@ def _calibrated_section(results: dict, cell: Callable[[str, str], str]) -> list[
 
 
 def _cfl_alpha_section(results: dict) -> list[str]:
-    """CFL's α chosen per case and seed on the labeled validation split, with every α's validation and
-    test accuracy (the test figures are shown, never used to choose)."""
+    """CFL's α chosen per case on seed 0's labeled validation split (and reused by the later seeds), with
+    every α's validation and test accuracy (the test figures are shown, never used to choose)."""
     cases_ = results["cases"]
     keys = [k for k in cases_ if "alpha_search" in cases_[k]["runs"][0]["rows"].get("cfl", {})]
     if not keys:
         return []
     alphas = list(cases_[keys[0]]["runs"][0]["rows"]["cfl"]["alpha_search"])
+    # results written before α was chosen once per case searched at every seed: the table says which
+    per_seed = any(len(cases_[k]["runs"]) > 1 and "alpha_search" in cases_[k]["runs"][1]["rows"].get("cfl", {})
+                   for k in keys)  # fmt: skip
+    searched = "" if per_seed else " (seed 0)"
     table = []
     for k in keys:
-        runs = [r["rows"]["cfl"] for r in cases_[k]["runs"] if "alpha_search" in r["rows"].get("cfl", {})]
-        table.append([cases_[k]["title"], ", ".join(f"{r['alpha']:g}" for r in runs),
+        cfl = [r["rows"]["cfl"] for r in cases_[k]["runs"] if "alpha" in r["rows"].get("cfl", {})]
+        runs = [r for r in cfl if "alpha_search" in r]
+        table.append([cases_[k]["title"], ", ".join(f"{r['alpha']:g}" for r in cfl),
                       *[mean_std([r["alpha_search"][a]["validation"] for r in runs]) for a in alphas],
                       *[mean_std([r["alpha_search"][a]["accuracy"] for r in runs]) for a in alphas]])  # fmt: skip
+    how = (
+        "Each case and seed trains `cfl` at every α and keeps the student with the best accuracy on its labeled "
+        "validation split"
+        if per_seed
+        else "Each case chooses α once, on seed 0: it trains `cfl` at every α and keeps the student with the best "
+        "accuracy on seed 0's labeled validation split"
+    )
+    reuse = (
+        "the `cfl` row above is that student"
+        if per_seed
+        else "seed 0's `cfl` result is that student; the later seeds reuse seed 0's α and train `cfl` once each, "
+        "at that α (not three times per seed)"
+    )
     return ["", "## CFL's α (Eq. 6), chosen on a validation split", "",
-            "The paper gives no value for α (L = α L_C + (1 − α)(L_M + L_R)). Each case and seed trains `cfl` at "
-            f"α ∈ {{{', '.join(alphas)}}} and keeps the student with the best accuracy on a labeled validation "
-            f"split held out of the teacher split ({100 * VALIDATION_FRACTION:.0f} %, at most {VALIDATION_MAX} rows; "
-            "the teachers never train on it); the `cfl` row above is that student. Test accuracy per α is shown "
-            "for reference only.", "",
-            markdown_table(["case", "chosen α (per seed)", *[f"validation % at α={a}" for a in alphas],
-                            *[f"test % at α={a}" for a in alphas]], table)]  # fmt: skip
+            f"The paper gives no value for α (L = α L_C + (1 − α)(L_M + L_R)). α ∈ {{{', '.join(alphas)}}}. {how} "
+            f"(held out of the teacher split: {100 * VALIDATION_FRACTION:.0f} %, at most {VALIDATION_MAX} rows; the "
+            f"teachers never train on it); {reuse}. Test accuracy per α is shown for reference only.", "",
+            markdown_table(["case", "chosen α (per seed)", *[f"validation % at α={a}{searched}" for a in alphas],
+                            *[f"test % at α={a}{searched}" for a in alphas]], table)]  # fmt: skip
 
 
 def _diagnosis_section(results: dict) -> list[str]:
@@ -548,6 +743,11 @@ def render(results: dict, figures: dict[str, str]) -> str:
             t_rows.append([cases_[k]["title"], row, *[f"{v:.1f}" for v in parts]])
         t_rows.append([cases_[k]["title"], "(teacher training, cached on reruns)", "—", "—", f"{train_t:.1f}"])
     lines.append(markdown_table(["case", "row", "teacher passes", "MC passes", "student training"], t_rows))
+    jobs = [(cases_[k]["title"], [r["seconds"] for r in cases_[k]["runs"] if "seconds" in r]) for k in keys]
+    if any(secs for _, secs in jobs):
+        lines += ["", "The `cfl` times add up all its runs: three at seed 0 (the choice of α), one at each later seed. "
+                  "Wall time of a whole job (one case and seed, every row, one process), mean over seeds: "
+                  + "; ".join(f"{title} {np.mean(secs):.0f} s" for title, secs in jobs if secs) + "."]  # fmt: skip
     if figures:
         lines += ["", "## Figures", ""] + [f"![{name}]({path})" for name, path in figures.items()]
     lines += ["", f"Generated by `amalgamator bench multiclass{' --quick' if results['quick'] else ''}` on "

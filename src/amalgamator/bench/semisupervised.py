@@ -41,7 +41,17 @@ import numpy as np
 from .. import progress
 from ..report import markdown_table, write_json
 from ..store import TeacherStore
-from .common import accuracy, machine, mean_std, timed_amalgamate
+from .common import (
+    accuracy,
+    default_workers,
+    load_part,
+    machine,
+    mean_std,
+    part_path,
+    run_jobs,
+    save_part,
+    timed_amalgamate,
+)
 from .multiclass import available, routing_diagnosis
 from .teachers import TeacherSpec, teacher_set
 
@@ -254,30 +264,8 @@ def _add_missing_diagnosis(part: dict[str, Any], key: str, seed: int, quick: boo
     return True
 
 
-def _worker_init() -> None:
-    """Workers share the machine: one torch thread each, no progress bars; and they exit when the
-    parent dies (killed or interrupted), instead of computing results nobody will read."""
-    import os
-    import threading
-
-    import torch
-
-    torch.set_num_threads(1)
-    os.environ["AMALGAMATOR_QUIET"] = "1"
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(2)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def _part_path(key: str, seed: int, quick: bool) -> Path:
-    from ..store import cache_home
-
-    return cache_home() / "bench-parts" / f"semisupervised{'-quick' if quick else ''}" / f"{key}-seed{seed}.json"
+    return part_path("semisupervised", key, seed, quick)
 
 
 def _job_config(key: str, quick: bool) -> dict[str, Any]:
@@ -297,30 +285,17 @@ def _registered() -> set[str]:
 
 
 def _load_part(key: str, seed: int, quick: bool) -> dict[str, Any] | None:
-    import json
-
-    path = _part_path(key, seed, quick)
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return saved["result"] if saved.get("config") == json.loads(json.dumps(_job_config(key, quick))) else None
+    return load_part(_part_path(key, seed, quick), _job_config(key, quick))
 
 
 def _save_part(key: str, seed: int, quick: bool, result: dict[str, Any]) -> None:
-    path = _part_path(key, seed, quick)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, {"config": _job_config(key, quick), "result": result})
+    save_part(_part_path(key, seed, quick), _job_config(key, quick), result)
 
 
 def run(out: Path, quick: bool = False, seeds: int | None = None, workers: int | None = None) -> dict:
     """Every (dataset, seed) job, in ``workers`` processes of one torch thread each (default: one per
-    core, ``$AMALGAMATOR_BENCH_WORKERS`` overrides). Finished jobs are kept in the cache, so an
+    usable core, ``$AMALGAMATOR_BENCH_WORKERS`` overrides). Finished jobs are kept in the cache, so an
     interrupted run picks up where it stopped."""
-    import os
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from multiprocessing import get_context
-
     n_seeds = seeds or (1 if quick else 3)
     keys = [c.key for c in data_cases(quick)]
     for method in _job_config(keys[0], quick)["unavailable"]:
@@ -335,23 +310,14 @@ def run(out: Path, quick: bool = False, seeds: int | None = None, workers: int |
         if _add_missing_diagnosis(part, *job, quick):
             _save_part(*job, quick, part)
     todo = [job for job in jobs if job not in done]
-    workers = workers or int(os.environ.get("AMALGAMATOR_BENCH_WORKERS", 0)) or min(os.cpu_count() or 1, 2)
-    workers = max(1, min(workers, len(todo) or 1))
-    if workers == 1:
-        for job in todo:
-            progress.console.print(f"[bold]{job[0]}[/] seed {job[1]} …")
-            done[job] = run_job(*job, quick)
-            _save_part(*job, quick, done[job])
-            progress.console.print(f"  done in {done[job]['seconds']:.0f} s")
-    else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
-            futures = {pool.submit(run_job, *job, quick): job for job in todo}
-            progress.console.print(f"{len(todo)} job(s) on {workers} worker processes …")
-            for fut in as_completed(futures):
-                job = futures[fut]
-                done[job] = fut.result()
-                _save_part(*job, quick, done[job])
-                progress.console.print(f"[bold]{job[0]}[/] seed {job[1]} done in {done[job]['seconds']:.0f} s")
+    workers = max(1, min(workers or default_workers(), len(todo) or 1))
+
+    def finished(job: tuple, result: dict[str, Any], seconds: float) -> None:
+        key, seed, _ = job
+        done[(key, seed)] = result
+        _save_part(key, seed, quick, result)
+
+    run_jobs(run_job, [(*job, quick) for job in todo], workers, finished, lambda j: f"[bold]{j[0]}[/] seed {j[1]}")
     results: dict[str, Any] = {"seeds": n_seeds, "quick": quick, "workers": workers, "data": {}}
     for case in data_cases(quick):
         runs = [done[(case.key, s)] for s in range(n_seeds)]
