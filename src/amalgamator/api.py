@@ -81,19 +81,27 @@ def default_threads() -> int:
     a busy machine they oversubscribe the cores (the demo on 2 cores beside two busy processes: 17.5 s
     with one thread, 46.4 s with two; idle: 11.4 s and 11.0 s).
     """
-    raw = os.environ.get(THREADS_ENV, "").strip()
-    if raw:
-        try:
-            n = int(raw)
-        except ValueError:
-            raise DataError(
-                f"{THREADS_ENV}={raw!r} is not a whole number of threads; unset it or give e.g. 1."
-            ) from None
-        if n < 1:
-            raise DataError(f"{THREADS_ENV} must be at least 1, got {n}.")
-        return n
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cores // 2))
+    n = env_count(THREADS_ENV, "1")
+    return n if n is not None else max(1, min(8, usable_cores() // 2))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def env_count(name: str, example: str) -> int | None:
+    """A whole number of at least 1 from environment variable ``name``, or None when it is unset."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        n = int(raw)
+    except ValueError:
+        raise DataError(f"{name}={raw!r} is not a whole number; unset it or give e.g. {example}.") from None
+    if n < 1:
+        raise DataError(f"{name} must be at least 1, got {n}.")
+    return n
 
 
 @contextlib.contextmanager

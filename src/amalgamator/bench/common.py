@@ -68,21 +68,10 @@ WORKERS_ENV = "AMALGAMATOR_BENCH_WORKERS"
 def default_workers() -> int:
     """``$AMALGAMATOR_BENCH_WORKERS``, else one worker process per usable core (at most 8): each worker
     runs one torch thread (:func:`worker_init`), so the workers fill the cores without oversubscribing them."""
-    from ..errors import DataError
+    from ..api import env_count, usable_cores
 
-    raw = os.environ.get(WORKERS_ENV, "").strip()
-    if raw:
-        try:
-            n = int(raw)
-        except ValueError:
-            raise DataError(
-                f"{WORKERS_ENV}={raw!r} is not a whole number of workers; unset it or give e.g. 2."
-            ) from None
-        if n < 1:
-            raise DataError(f"{WORKERS_ENV} must be at least 1, got {n}.")
-        return n
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cores))
+    n = env_count(WORKERS_ENV, "2")
+    return n if n is not None else max(1, min(8, usable_cores()))
 
 
 def worker_init() -> None:
