@@ -38,6 +38,12 @@ class StoreError(AmalgamatorError):
     """A teacher-output store entry cannot be read or written."""
 
 
+def first_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, at most 300 characters: a library's complaint inside one of ours."""
+    msg = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {msg[0] if msg else ''}"[:300]
+
+
 def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
     """Return ' Did you mean: a, b?' for the closest choices, or '' when nothing is close."""
     close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)

@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 
 from .data import Batch, Inputs
 from .errors import DataError, TeacherError
+from .errors import first_line as _first_line
 from .io import save_tensors
 from .labels import LabelSpace
 from .models import Featurizer, Identity, build, featurizer_class
@@ -42,11 +43,6 @@ def _package_version() -> str:
 
 
 _FEAT_PREFIX = "featurizer."
-
-
-def _first_line(exc: BaseException) -> str:
-    msg = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {msg[0] if msg else ''}"[:300]
 
 
 #: Featurizer types that read a list of strings; every other featurizer reads numeric arrays.

@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from .data import Batch, Inputs
 from .errors import TeacherError
+from .errors import first_line as _first_line
 from .labels import LabelSpace
 
 #: Kinds of teacher output. Only ``multiclass`` has methods so far; the others are
@@ -28,11 +29,6 @@ from .labels import LabelSpace
 KINDS = ("multiclass", "multilabel", "multitask", "chain", "embedding")
 
 _DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
-
-
-def _first_line(exc: BaseException) -> str:
-    msg = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {msg[0] if msg else ''}"[:300]
 
 
 def _logits_of(out: Any) -> torch.Tensor:

@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from ..data import Batch
 from ..errors import TeacherError
+from ..errors import first_line as _first_line
 
 MAX_LENGTH = 256
 _INSTALL = "pip install 'amalgamator[text]'"
@@ -90,11 +91,6 @@ def quiet_transformers() -> Iterator[None]:
     finally:
         if was:
             hf_logging.enable_progress_bar()
-
-
-def _first_line(exc: BaseException) -> str:
-    msg = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {msg[0] if msg else ''}"[:300]
 
 
 def _labels(folder: Path) -> list[str]:
