@@ -112,22 +112,23 @@ def test_auto_is_the_default_and_says_why(tmp_path, capsys, monkeypatch):
     assert float((torch.as_tensor(res.student.predict_proba(x)).argmax(1) == y).float().mean()) > 0.8
 
 
-def test_gate_temperatures_mix_the_teachers_own_probabilities():
-    """temperature='gate': the temperatures decide the gate only. With disjoint teachers and no prior
-    balancing, the target restricted to a teacher's labels (renormalised) is that teacher's own softmax,
-    where temperature=True gives its tempered softmax; the temperatures themselves are the same."""
+def test_mixture_power_sets_where_the_temperatures_act():
+    """The gate reads the tempered teachers; the mixture mixes each teacher at T ** mixture_power. With
+    disjoint teachers and no prior balancing, the target restricted to a teacher's labels (renormalised)
+    is that teacher's softmax at T ** a: its own at a = 0, fully tempered at a = 1, and √T by default."""
     means = torch.tensor([[0.0, 0], [3, 0], [0, 3], [3, 3]])
     x, _ = _pool(means, [0.25] * 4, n=500)
     teachers = _bayes_teachers(means)
     runs = {}
-    for temperature in (True, "gate"):
-        res = am.amalgamate(teachers, data=x, method="calibrated", epochs=1, progress=False,
-                            method_options={"temperature": temperature, "prior": "none", "iterations": 1})  # fmt: skip
-        runs[temperature] = res.diagnostics
-    temps = runs[True]["temperatures"]
-    assert torch.equal(temps, runs["gate"]["temperatures"]) and float(temps.min()) > 1.5
+    for power in (0.0, 0.5, 1.0, None):
+        opts = {"prior": "none", "iterations": 1} | ({} if power is None else {"mixture_power": power})
+        runs[power] = am.amalgamate(teachers, data=x, method="calibrated", epochs=1, progress=False,
+                                    method_options=opts).diagnostics  # fmt: skip
+    temps = runs[1.0]["temperatures"]
+    assert float(temps.min()) > 1.5 and all(torch.equal(temps, r["temperatures"]) for r in runs.values())
+    torch.testing.assert_close(runs[None]["target"], runs[0.5]["target"])
     for k, t in enumerate(teachers):
-        own = t.logits(x).softmax(-1)
-        for temperature, expected in ((True, (t.logits(x) / temps[k]).softmax(-1)), ("gate", own)):
-            part = runs[temperature]["target"][:, 2 * k : 2 * k + 2]
+        for power in (0.0, 0.5, 1.0):
+            expected = (t.logits(x) / temps[k] ** power).softmax(-1)
+            part = runs[power]["target"][:, 2 * k : 2 * k + 2]
             torch.testing.assert_close(part / part.sum(1, keepdim=True), expected, atol=1e-5, rtol=1e-4)

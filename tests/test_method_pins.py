@@ -244,13 +244,14 @@ def test_calibrated_temperature_false_keeps_every_temperature_at_one():
 
 
 def test_calibrated_temperature_fitting_absorbs_a_teachers_logit_scale_and_false_does_not():
-    """Step 1 fits T_k to a target top probability, so scaling teacher B's logits by 3 leaves the target as it
-    was (B's T triples); with ``temperature=False`` the sharper B changes the target."""
+    """Step 1 fits T_k to a target top probability, so scaling teacher B's logits by 3 triples B's T and, with
+    the temperatures everywhere (``mixture_power=1``), leaves the target as it was; with ``temperature=False``
+    the sharper B changes the target."""
     za, zb = _skewed_pool()
     zb3 = [[3 * v for v in row] for row in zb]
     plain, scaled = _ctx(CAL_LABELS, [za, zb]), _ctx(CAL_LABELS, [za, zb3])
-    m1, t1 = _calibrated(plain)
-    m3, t3 = _calibrated(scaled)
+    m1, t1 = _calibrated(plain, mixture_power=1.0)
+    m3, t3 = _calibrated(scaled, mixture_power=1.0)
     torch.testing.assert_close(t3, t1, atol=1e-4, rtol=0)
     assert float(m3.diagnostics["temperatures"][1] / m1.diagnostics["temperatures"][1]) == pytest.approx(3, rel=1e-3)
     _, u1 = _calibrated(plain, temperature=False)

@@ -76,6 +76,7 @@ ABLATION = {
 #: ours (issue 5): calibrated integration and its two ablations, rows of every case
 CALIBRATED = {
     "calibrated": {},
+    "calibrated T everywhere": {"mixture_power": 1.0},
     "calibrated w/o temperature": {"temperature": False},
     "calibrated w/o prior": {"prior": "none"},
 }
@@ -569,8 +570,9 @@ def _calibrated_section(results: dict, cell: Callable[[str, str], str]) -> list[
     rows.append(["best published row (mean)", *[best(k) for k in keys]])
     return ["", "## Calibrated integration (ours) and its ablations", "",
             "`calibrated`: temperatures fitted to each teacher's pool share, teachers gated by calibrated excess "
-            "confidence, class prior balanced to uniform (see `amalgamator.methods.calibrated`). "
-            "'w/o temperature': T = 1; 'w/o prior': no balancing.", "",
+            "confidence, targets mixing each teacher at √T (`mixture_power` 0.5), class prior balanced to uniform "
+            "(see `amalgamator.methods.calibrated`). 'T everywhere': targets mix the tempered teachers "
+            "(`mixture_power` 1, the previous default); 'w/o temperature': T = 1; 'w/o prior': no balancing.", "",
             markdown_table(["row", *[cases_[k]["title"] for k in keys]], rows)]  # fmt: skip
 
 
