@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from . import progress as _progress
 from .data import Inputs
 from .engine import History, TrainConfig, fit
 from .errors import DataError, MethodError, TeacherError
+from .kinds import multilabel_targets, teacher_kinds
 from .labels import LabelSpace
 from .methods import Context, Method, get_method
 from .methods.base import epochs_for
@@ -256,12 +257,19 @@ def _probe(teachers: Sequence[Teacher], parts: Sequence[Inputs]) -> None:
             t.run(part.take(slice(0, 2)))
 
 
-def _split_labeled(labeled: Any, union: LabelSpace) -> tuple[Inputs, torch.Tensor]:
+def _split_labeled(labeled: Any, union: LabelSpace, kind: str = "multiclass") -> tuple[Inputs, torch.Tensor]:
+    """The labeled rows and their targets: a union index per row (multiclass), or a 0/1 row over the
+    union for multilabel kinds (a 0/1 matrix in union order, or one list of label names per row)."""
     try:
         x_few, y_few = labeled
     except (TypeError, ValueError):
         raise DataError("labeled must be a pair (x_few, y_few) with y_few as label names.") from None
     x_in = Inputs(x_few, what="labeled x")
+    if kind != "multiclass":
+        y = multilabel_targets(y_few, list(union), "labeled y")
+        if len(y) != len(x_in):
+            raise DataError(f"labeled x has {len(x_in)} rows but y has {len(y)}; give one label row per example.")
+        return x_in, torch.as_tensor(y, dtype=torch.float32)
     y_names = [str(v) for v in np.asarray(y_few).reshape(-1)]
     if len(y_names) != len(x_in):
         raise DataError(f"labeled x has {len(x_in)} rows but y has {len(y_names)} labels; give one label per row.")
@@ -389,20 +397,55 @@ def _amalgamate(
     teachers, data, method, student, labeled, out, cfg: TrainConfig, method_options, student_options, store,
     resume: bool, overwrite: bool, steps: int | None = None,
 ) -> Result:  # fmt: skip
+    """The flow in named steps: check inputs, fill the store, build the student, build the context,
+    train, save."""
     t_start = time.perf_counter()
     method_obj, method = _method(method, method_options)
     teachers = _check_teachers(teachers)
     union = LabelSpace.union([t.labels for t in teachers])
+    kind = method_obj.student_kind(teacher_kinds(teachers))
     cfg.validate()
     check_student(student, student_options)
+    parts, y = _gather_rows(data, labeled, union, kind, method_obj, method, teachers)
+    method_obj.validate(teachers)
+    check_inputs(teachers, parts)
+    out_path = Path(out).expanduser() if out is not None else None
+    if resume and out_path is None:
+        raise DataError("resume needs out: the folder whose checkpoints to continue from.")
+    if not method_obj.trains:
+        return Result(
+            EnsemblePredictor(teachers), method, timings={"total": time.perf_counter() - t_start}, out=out_path
+        )
+    if steps is not None:  # as many epochs as give at least ``steps`` optimiser steps over every row
+        cfg = replace(cfg, epochs=epochs_for(len(y), cfg.batch_size, 1, steps))
+    if out_path is not None:
+        settings = run_settings(teachers, parts, y, method_obj, student, student_options, cfg)
+        prepare_out(out_path, settings, resume, overwrite)
 
+    store_obj, outputs = _fill_store(teachers, parts, method_obj, store, cfg)
+    inputs = parts[0] if len(parts) == 1 else Inputs.concat(parts)
+    set_seed(cfg.seed)
+    st = Student.create(student, inputs, list(union), kind, student_options)
+    x = st.featurizer.transform(inputs)
+    ctx = Context(
+        teachers=teachers, union=union, outputs=outputs, inputs=inputs, y=y, student=st, features=x, config=cfg
+    )
+    history = method_obj.run(ctx, _trainer(st, method_obj, x, cfg, out_path, resume))
+    return _finish(st, method, method_obj, teachers, student_options, cfg, y, history, store_obj, out_path, t_start)
+
+
+def _gather_rows(
+    data: Any, labeled: Any, union: LabelSpace, kind: str, method_obj: Method, method: str, teachers: list[Teacher]
+) -> tuple[list[Inputs], torch.Tensor]:
+    """Step 1, the rows: the unlabeled data, then the labeled rows, with their targets (``Context.y``)."""
     parts: list[Inputs] = []
     y_parts: list[torch.Tensor] = []
+    width = () if kind == "multiclass" else (len(union),)
     if data is not None:
         parts.append(Inputs(data, what="data"))
-        y_parts.append(torch.full((len(parts[0]),), -1, dtype=torch.long))
+        y_parts.append(torch.full((len(parts[0]), *width), -1, dtype=torch.long if not width else torch.float32))
     if labeled is not None:
-        x_few, y_few = _split_labeled(labeled, union)
+        x_few, y_few = _split_labeled(labeled, union, kind)
         parts.append(x_few)
         y_parts.append(y_few)
     if not parts:
@@ -414,37 +457,26 @@ def _amalgamate(
         )
     if method_obj.uses_labels == "required" and labeled is None:
         raise MethodError(f"method {method!r} trains on labels: pass labeled=(x, y) with y as label names.")
-    method_obj.validate(teachers)
-    check_inputs(teachers, parts)
-    out_path = Path(out).expanduser() if out is not None else None
-    if resume and out_path is None:
-        raise DataError("resume needs out: the folder whose checkpoints to continue from.")
+    return parts, torch.cat(y_parts)
 
-    if not method_obj.trains:
-        return Result(
-            EnsemblePredictor(teachers), method, timings={"total": time.perf_counter() - t_start}, out=out_path
-        )
-    y = torch.cat(y_parts)
-    if steps is not None:  # as many epochs as give at least ``steps`` optimiser steps over every row
-        cfg = replace(cfg, epochs=epochs_for(len(y), cfg.batch_size, 1, steps))
-    if out_path is not None:
-        settings = run_settings(teachers, parts, y, method_obj, student, student_options, cfg)
-        prepare_out(out_path, settings, resume, overwrite)
 
+def _fill_store(
+    teachers: list[Teacher], parts: list[Inputs], method_obj: Method, store: Any, cfg: TrainConfig
+) -> tuple[TeacherStore, list[dict[str, torch.Tensor]]]:
+    """Step 2: every teacher's outputs on every row, run once and kept on disk."""
     store_obj = store if isinstance(store, TeacherStore) else TeacherStore(store, progress=cfg.progress)
     outputs = []
     for t in teachers:
         pieces = method_obj.pieces(t)
         got = [store_obj.get(t, part, pieces) for part in parts]
         outputs.append({p: torch.cat([g[p] for g in got]) for p in pieces})
-    inputs = parts[0] if len(parts) == 1 else Inputs.concat(parts)
+    return store_obj, outputs
 
-    set_seed(cfg.seed)
-    st = Student.create(student, inputs, list(union), "multiclass", student_options)
-    x = st.featurizer.transform(inputs)
-    ctx = Context(
-        teachers=teachers, union=union, outputs=outputs, inputs=inputs, y=y, student=st, features=x, config=cfg
-    )
+
+def _trainer(
+    st: Student, method_obj: Method, x: Any, cfg: TrainConfig, out_path: Path | None, resume: bool
+) -> Callable[..., History]:
+    """Step 5's engine pass, handed to the method (methods never import the engine)."""
 
     def train(
         targets: dict[str, torch.Tensor],
@@ -466,16 +498,24 @@ def _amalgamate(
             x, targets, rows, stage_cfg, out=stage_out, resume=resume,
         )  # fmt: skip
 
-    history = method_obj.run(ctx, train)
+    return train
 
+
+def _finish(
+    st: Student, method: str, method_obj: Method, teachers: list[Teacher], student_options: Any,
+    cfg: TrainConfig, y: torch.Tensor, history: History, store_obj: TeacherStore, out_path: Path | None,
+    t_start: float,
+) -> Result:  # fmt: skip
+    """Step 6: record how the student was made, write its report, save it."""
+    labeled = (y >= 0) if y.ndim == 1 else (y >= 0).all(1)
     st.method = method
     st.info = {
-        "teachers": [{"name": t.name, "labels": list(t.labels)} for t in teachers],
+        "teachers": [{"name": t.name, "labels": list(t.labels), "kind": t.kind} for t in teachers],
         "method_options": method_obj.options,
         "student_options": dict(student_options or {}),
         "train": {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
                   "weight_decay": cfg.weight_decay, "seed": cfg.seed},
-        "rows": {"total": int(len(y)), "labeled": int((y >= 0).sum())},
+        "rows": {"total": int(len(y)), "labeled": int(labeled.sum())},
         "final_loss": history.loss[-1],
     }  # fmt: skip
     if getattr(method_obj, "choice", None):

@@ -102,20 +102,25 @@ def _no_known_label(y_names: np.ndarray, model_labels: list[str]) -> DataError:
     )
 
 
-def evaluate(model: Any, x: Any, y: Sequence[str]) -> dict[str, float]:
+def evaluate(model: Any, x: Any, y: Any) -> dict[str, float]:
     """Metrics for a student (or any object with ``predict`` and ``kind``) on labeled data.
 
-    Returns ``accuracy`` and ``f1_macro`` over every row and ``n``; for a model with ``labels``
+    Multiclass: ``accuracy`` and ``f1_macro`` over every row and ``n``; for a model with ``labels``
     also ``unknown_labels`` (rows whose true label the model does not know: they count as
     errors in ``accuracy``, with a warning) and ``accuracy_known`` (over the other rows).
     No known test label at all is a DataError.
+
+    Multilabel and chain: ``y`` is a 0/1 matrix with the model's ``labels`` as columns, or one list
+    of label names per row; returns ``subset_accuracy``, ``hamming_loss``, ``f1_micro``, ``f1_macro``, ``n``.
     """
-    y_arr = np.asarray(y)
-    if len(y_arr) == 0:
+    if len(y) == 0:
         raise DataError("y is empty: give at least one labeled example to evaluate on.")
     kind = getattr(model, "kind", "multiclass")
+    if kind in ("multilabel", "chain"):
+        return _evaluate_multilabel(model, x, y)
     if kind != "multiclass":
-        raise DataError(f"evaluation for {kind!r} students arrives with that family; only multiclass exists yet.")
+        raise DataError(f"evaluation for {kind!r} students arrives with that family; this version has none.")
+    y_arr = np.asarray(y)
     labels = getattr(model, "labels", None)
     model_labels = [str(v) for v in labels] if labels is not None else None
     y_names = label_names(y_arr, model_labels)
@@ -143,3 +148,14 @@ def evaluate(model: Any, x: Any, y: Sequence[str]) -> dict[str, float]:
             f"Model labels: {_few(model_labels, 10)}."  # type: ignore[arg-type]
         )
     return metrics
+
+
+def _evaluate_multilabel(model: Any, x: Any, y: Any) -> dict[str, float]:
+    """Thesis Table 7's metrics for a multilabel model; ``y`` checked to be 0/1 over its labels."""
+    from .kinds import multilabel_metrics, multilabel_targets
+
+    truth = multilabel_targets(y, [str(v) for v in model.labels], "y")
+    pred = np.asarray(model.predict(x))
+    if len(pred) != len(truth):
+        raise DataError(f"x has {len(pred)} rows but y has {len(truth)}; give one label row per example.")
+    return multilabel_metrics(truth, pred)

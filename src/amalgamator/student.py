@@ -23,9 +23,10 @@ import torch.nn as nn
 from safetensors.torch import load_file
 
 from .data import Batch, Inputs
-from .errors import DataError, TeacherError
+from .errors import DataError, MethodError, TeacherError
 from .errors import first_line as _first_line
 from .io import save_tensors
+from .kinds import get_kind
 from .labels import LabelSpace
 from .models import Featurizer, Identity, build, featurizer_class
 
@@ -129,20 +130,22 @@ def input_spec(featurizer: Any, architecture: dict[str, Any] | None = None) -> I
 
 
 class UnionNet(nn.Module):
-    """A backbone and a linear head over the union of labels."""
+    """A backbone and a head over the union of labels: linear by default, or the head its kind needs
+    (a classifier chain for ``chain`` students)."""
 
-    def __init__(self, backbone: nn.Module, out_dim: int, n_labels: int):
+    def __init__(self, backbone: nn.Module, out_dim: int, n_labels: int, head: nn.Module | None = None):
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(out_dim, n_labels)
+        self.head = head if head is not None else nn.Linear(out_dim, n_labels)
 
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and the penultimate feature (what feature-matching methods align)."""
+    def forward_features(self, x: torch.Tensor, **state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and the penultimate feature (what feature-matching methods align); ``state`` goes to a
+        head that takes one (a chain's forced initial state)."""
         f = self.backbone(x).flatten(1)
-        return self.head(f), f
+        return (self.head(f, **state) if state else self.head(f)), f
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)[0]
+    def forward(self, x: torch.Tensor, **state: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x, **state)[0]
 
 
 def _out_dim(backbone: nn.Module, sample: torch.Tensor) -> int:
@@ -182,6 +185,7 @@ class Student:
         self.network = network
         self.labels = list(LabelSpace(labels, owner="student label list"))
         self.kind = kind
+        self._kind = get_kind(kind)
         self.architecture = architecture or {"preset": None}
         self.method = method
         self.info = dict(info or {})
@@ -218,7 +222,12 @@ class Student:
         else:
             raise DataError(f"student must be a preset name or an nn.Module, not {type(spec).__name__}.")
         sample = featurizer(inputs.take(slice(0, 2)))
-        net = UnionNet(backbone, _out_dim(backbone, sample), len(labels))
+        out_dim = _out_dim(backbone, sample)
+        head = get_kind(kind).head(out_dim, len(labels))
+        net = UnionNet(backbone, out_dim, len(labels), head)
+        spec = get_kind(kind).head_spec(head)
+        if spec is not None:
+            arch["head"] = spec
         return cls(featurizer, net, labels, kind, arch)
 
     # Inference ----------------------------------------------------------------
@@ -245,18 +254,13 @@ class Student:
         return torch.cat(out)
 
     def predict_proba(self, x: Any, batch_size: int = 512) -> np.ndarray:
-        """(n, len(labels)) probabilities; rows sum to 1 for a multiclass student."""
-        lg = self.logits(x, batch_size)
-        if self.kind == "multiclass":
-            return lg.softmax(-1).numpy()
-        return torch.sigmoid(lg).numpy()
+        """(n, len(labels)) probabilities: rows sum to 1 for a multiclass student, one sigmoid per label
+        for a multilabel or chain student."""
+        return self._kind.probabilities(self.logits(x, batch_size)).numpy()
 
     def predict(self, x: Any, batch_size: int = 512) -> np.ndarray:
-        """Label names (multiclass), or a 0/1 matrix over ``labels`` for other kinds."""
-        proba = self.predict_proba(x, batch_size)
-        if self.kind == "multiclass":
-            return np.asarray(self.labels, dtype=str)[proba.argmax(1)]
-        return (proba > 0.5).astype(np.int64)
+        """Label names (multiclass), or a 0/1 matrix with ``labels`` as columns (multilabel, chain)."""
+        return self._kind.predict(self.predict_proba(x, batch_size), self.labels)
 
     def as_teacher(self, name: str | None = None):
         """This student as a frozen :class:`~amalgamator.Teacher` for a later amalgamation."""
@@ -345,10 +349,19 @@ def load_student(path: str | Path, backbone: nn.Module | None = None, *, role: s
             f"{str(path)!r} holds a student built on the custom module {arch.get('class')}; "
             "pass a fresh instance: load_student(path, backbone=MyModule(...))."
         )
-    if "head.weight" not in net_tensors:
+    try:
+        kind = get_kind(str(meta.get("kind", "multiclass")))
+    except (DataError, MethodError) as exc:
+        raise corrupt(str(exc).rstrip(".")) from None
+    if "head" in arch:  # a head its kind rebuilds from the recorded spec (a chain)
+        spec = dict(arch["head"])
+        in_dim, n_out = int(spec.pop("in_dim")), int(spec.pop("n_labels"))
+        net = UnionNet(bb, in_dim, n_out, kind.head(in_dim, n_out, spec))
+    elif "head.weight" not in net_tensors:
         raise corrupt(f"{weights_path.name} has no head.weight tensor")
-    head_w = net_tensors["head.weight"]
-    net = UnionNet(bb, head_w.shape[1], head_w.shape[0])
+    else:
+        head_w = net_tensors["head.weight"]
+        net = UnionNet(bb, head_w.shape[1], head_w.shape[0])
     try:
         net.load_state_dict(net_tensors, strict=True)
     except RuntimeError as exc:

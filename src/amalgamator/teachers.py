@@ -22,11 +22,12 @@ import torch.nn as nn
 from .data import Batch, Inputs
 from .errors import TeacherError
 from .errors import first_line as _first_line
+from .kinds import KIND_NAMES, get_kind
 from .labels import LabelSpace
 
-#: Kinds of teacher output. Only ``multiclass`` has methods so far; the others are
-#: accepted so that later families (multi-label, multi-task, chains, embeddings) plug in.
-KINDS = ("multiclass", "multilabel", "multitask", "chain", "embedding")
+#: Kinds of teacher output (see :mod:`amalgamator.kinds`); ``multitask`` and ``embedding`` are accepted
+#: so that their families plug in, and refused by every method until then.
+KINDS = KIND_NAMES
 
 _DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
@@ -211,9 +212,37 @@ class Teacher:
         source, prepared = self.source(inputs)
         return torch.cat([self.run(b, prepared=prepared)[0] for b in source.batches(batch_size)])
 
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits as its kind reads them: softmax (multiclass) or a sigmoid per label."""
+        return get_kind(self.kind).probabilities(logits)
+
     def predict(self, x: Any) -> np.ndarray:
-        """The teacher's own label names (it can only ever name its own labels)."""
-        return np.asarray(list(self.labels), dtype=str)[self.logits(x).argmax(1).numpy()]
+        """The teacher's own label names (multiclass: it can only ever name its own labels), or a 0/1
+        matrix over its labels (multilabel, chain)."""
+        return get_kind(self.kind).predict(self.probabilities(self.logits(x)).numpy(), list(self.labels))
+
+    @torch.no_grad()
+    def forced(self, x: torch.Tensor, init_probs: torch.Tensor, init_mask: torch.Tensor) -> torch.Tensor:
+        """A chain teacher's logits with some labels forced (ANT's Knowledge Transfer Module, thesis Eq. 26):
+        ``init_mask`` (n, labels) marks the forced labels, ``init_probs`` their probabilities. ``x`` is a
+        batch as the store ran it (raw, or the teacher featurizer's output when it has one)."""
+        if self.kind != "chain":
+            raise TeacherError(
+                f"teacher {self.name!r} is {self.kind}, not a chain: only chain teachers accept forced labels."
+            )
+        prepared = getattr(self.preprocess, "transform", None) is not None
+        inp = x if prepared else self._prepare(x)
+        self.model.eval()
+        try:
+            out = self.model(inp, init_probs=init_probs, init_mask=init_mask)
+        except Exception as exc:
+            raise TeacherError(
+                f"chain teacher {self.name!r} rejected a forced initial state ({_first_line(exc)}); a chain model "
+                "must accept model(x, init_probs=..., init_mask=...)."
+            ) from None
+        logits = _logits_of(out)
+        self._check_logits(logits, len(x))
+        return logits.float().cpu()
 
     @contextlib.contextmanager
     def mc_dropout(self, p: float | None = None) -> Iterator[None]:
@@ -235,13 +264,14 @@ class Teacher:
 
     @torch.no_grad()
     def mc_probs(self, batch: Batch, k: int, p: float | None = None, prepared: bool = False) -> torch.Tensor:
-        """Softmax outputs of ``k`` Monte-Carlo dropout passes: shape (k, n, len(labels))."""
+        """Probabilities (softmax, or sigmoids for multilabel kinds) of ``k`` Monte-Carlo dropout passes:
+        shape (k, n, len(labels))."""
         if prepared:
             inp = batch
         else:  # once, not K times
             inp = self._prepare(batch)
         with self.mc_dropout(p):
-            return torch.stack([self._forward(batch, inp).softmax(-1).cpu() for _ in range(k)])
+            return torch.stack([self.probabilities(self._forward(batch, inp)).cpu() for _ in range(k)])
 
     # Identity --------------------------------------------------------------
     def fingerprint(self) -> str:

@@ -25,6 +25,7 @@ from pydantic import Field, StrictBool
 
 from ..data import Inputs
 from ..errors import MethodError, check_options, suggest
+from ..kinds import teacher_kinds
 from ..labels import LabelSpace, owner_mask
 from ..store import LOGITS
 from ..teachers import Teacher
@@ -51,6 +52,11 @@ def register(cls: type[Method]) -> type[Method]:
         raise RuntimeError(f"method name {cls.name!r} registered twice")
     REGISTRY[cls.name] = cls
     return cls
+
+
+def methods_for(kinds: set[str]) -> list[str]:
+    """Registered methods that accept teachers of every kind in ``kinds``."""
+    return sorted(name for name, cls in REGISTRY.items() if kinds <= cls.kinds)
 
 
 def get_method(name: str) -> type[Method]:
@@ -81,7 +87,7 @@ class Context:
     union: LabelSpace
     outputs: list[dict[str, torch.Tensor]]
     inputs: Inputs
-    y: torch.Tensor  # union index per row, -1 where the row is unlabeled
+    y: torch.Tensor  # union index per row, -1 where unlabeled; multilabel kinds: (rows, union) 0/1, -1 unlabeled
     student: Any = None  # the untrained Student (featurizer + network), for shape probes
     extras: dict[str, Any] = field(default_factory=dict)
     features: torch.Tensor | None = None  # the student's featurized inputs, one row per training row
@@ -89,7 +95,8 @@ class Context:
 
     @property
     def unlabeled(self) -> torch.Tensor:
-        return self.y < 0
+        """(rows,) bool; ``y`` is a union index per row, or a 0/1 row (−1 where unlabeled) for multilabel kinds."""
+        return self.y < 0 if self.y.ndim == 1 else (self.y < 0).all(1)
 
     def fresh_network(self, n_outputs: int) -> nn.Module:
         """A newly initialised network of the student's architecture with ``n_outputs`` outputs, for
@@ -98,7 +105,7 @@ class Context:
         for module in net.modules():
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
-        net.head = nn.Linear(net.head.in_features, n_outputs)
+        net.head = nn.Linear(getattr(net.head, "in_features", None) or net.head.in_dim, n_outputs)
         return net
 
     @property
@@ -134,7 +141,7 @@ class Context:
 
     @property
     def labeled(self) -> torch.Tensor:
-        return self.y >= 0
+        return ~self.unlabeled
 
     def __len__(self) -> int:
         return len(self.y)
@@ -158,6 +165,13 @@ class Method:
     rules: ClassVar[dict[str, Any]] = {}
     #: module paths inside the student network whose outputs ``loss`` reads (``out.taps``).
     student_taps: list[str] = []
+    #: the teacher kinds this method amalgamates (:mod:`amalgamator.kinds`)
+    kinds: ClassVar[frozenset[str]] = frozenset({"multiclass"})
+
+    @classmethod
+    def student_kind(cls, kinds: set[str]) -> str:
+        """The kind of student this method trains from teachers of ``kinds`` (a chain student for ANT)."""
+        return "multiclass" if kinds == {"multiclass"} else "multilabel"
 
     def __init__(self, **options: Any):
         rules = {k: self.rules.get(k, _rule_of(v)) for k, v in self.defaults.items()}
@@ -172,10 +186,17 @@ class Method:
         return [LOGITS]
 
     def validate(self, teachers: list[Teacher]) -> None:
-        """Refuse teachers this method cannot use, with an actionable message."""
-        bad = [t.name for t in teachers if t.kind != "multiclass"]
-        if bad and self.family.startswith("A"):
-            raise MethodError(f"method {self.name!r} amalgamates multiclass teachers; {bad} are not multiclass.")
+        """Refuse teachers this method cannot use, with an actionable message naming the methods that fit."""
+        kinds = teacher_kinds(teachers)
+        bad = [t for t in teachers if t.kind not in self.kinds]
+        if bad:
+            fit = methods_for(kinds)
+            raise MethodError(
+                f"method {self.name!r} amalgamates {' or '.join(sorted(self.kinds))} teachers, but "
+                f"{', '.join(f'{t.name!r} is {t.kind}' for t in bad[:3])}; "
+                + (f"methods for these teachers: {', '.join(fit)}." if fit else
+                   f"no method in this version amalgamates {' + '.join(sorted(kinds))} teachers.")
+            )  # fmt: skip
 
     def refuse_single_label(self, teachers: list[Teacher], why: str) -> None:
         """A one-label teacher's softmax is 1 on every example: methods that route by a teacher's confidence
