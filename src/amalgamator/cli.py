@@ -164,11 +164,16 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
     text_column: Annotated[str | None, typer.Option(help="Column holding texts (tables).")] = None,
     label_column: Annotated[str | None, typer.Option(help="Column holding label names (default y or label).")] = None,
+    label_columns: Annotated[
+        str | None, typer.Option(help="Multi-label tables: comma-separated 0/1 columns, one per label.")
+    ] = None,
 ) -> None:
     """Score a saved student on a labeled data file.
 
-    Rows whose label the student does not know count as errors in accuracy; a warning names
-    them, and accuracy_known scores the other rows.
+    Multiclass: rows whose label the student does not know count as errors in accuracy; a warning
+    names them, and accuracy_known scores the other rows. Multilabel and chain students: subset
+    accuracy, Hamming loss, F1 micro and macro (an npz ``y`` 0/1 matrix with ``label_names``, table
+    columns named by --label-columns, or jsonl lists of label names).
     """
     import warnings
 
@@ -177,7 +182,8 @@ def evaluate(
     from .student import load_student
 
     student = load_student(student_dir)
-    spec = {"path": data, "text_column": text_column, "label_column": label_column}
+    spec = {"path": data, "text_column": text_column, "label_column": label_column,
+            "label_columns": label_columns.split(",") if label_columns else None}  # fmt: skip
     x, y = load_table(spec, Path.cwd())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -347,9 +353,11 @@ def methods_table(registry: dict[str, Any]) -> Table:
     table.add_column("family", ratio=1)
     table.add_column("paper", ratio=2)
     table.add_column("summary", ratio=3)
+    table.add_column("kinds", no_wrap=True)
     table.add_column("labels", no_wrap=True)
     for name, cls in sorted(registry.items(), key=lambda kv: (kv[1].family, kv[0])):
-        table.add_row(name, cls.family, cls.paper, cls.summary, cls.uses_labels)
+        kinds = ", ".join(sorted(getattr(cls, "kinds", ())))
+        table.add_row(name, cls.family, cls.paper, cls.summary, kinds, cls.uses_labels)
     return table
 
 

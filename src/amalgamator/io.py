@@ -2,15 +2,17 @@
 
 One entry point, :func:`load_table`, turns a file (``.npz``, ``.csv``, ``.tsv``, ``.parquet``,
 ``.jsonl``) into ``(x, y)``: x a float32 array or a list of texts, y label names as a str
-array (or None when the file has no labels). Labels are always names, never indices, so
-``3`` in a CSV and ``"3"`` in a teacher's label list are the same label. ``.npz`` files are
-read with ``allow_pickle=False``: nothing from a data file is ever unpickled.
+array (or None when the file has no labels). Multi-label files give y as one list of label names
+per row (the row's positive labels): an npz ``y`` matrix of 0/1 with a ``label_names`` array naming
+its columns, table columns of 0/1 named by ``label_columns``, or jsonl fields holding lists.
+Labels are always names, never indices, so ``3`` in a CSV and ``"3"`` in a teacher's label list
+are the same label. ``.npz`` files are read with ``allow_pickle=False``: nothing from a data file is ever unpickled.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,13 @@ from .errors import DataError
 #: File endings load_table understands, in the order error messages list them.
 SUPPORTED = (".npz", ".csv", ".csv.gz", ".tsv", ".parquet", ".jsonl")
 #: Keys a dict spec may have.
-SPEC_KEYS = ("path", "text_column", "feature_columns", "label_column")
+SPEC_KEYS = ("path", "text_column", "feature_columns", "label_column", "label_columns")
 #: Label columns (or npz arrays, or jsonl fields) used when none is named.
 DEFAULT_LABELS = ("y", "label")
 
 X = np.ndarray | list[str]
+#: label names per row (multiclass), or the positive label names of each row (multi-label)
+Y = np.ndarray | list[list[str]]
 
 
 def _spec_dict(spec: Any) -> dict[str, Any]:
@@ -45,8 +49,9 @@ def _spec_dict(spec: Any) -> dict[str, Any]:
         raise DataError(f"data spec has unknown key {unknown[0]!r}.{suggest(unknown[0], SPEC_KEYS)} Keys: {SPEC_KEYS}.")
     if not d.get("path"):
         raise DataError(f"data spec {d!r} has no path.")
-    if isinstance(d.get("feature_columns"), str):
-        d["feature_columns"] = [d["feature_columns"]]
+    for key in ("feature_columns", "label_columns"):
+        if isinstance(d.get(key), str):
+            d[key] = [d[key]]
     return d
 
 
@@ -73,6 +78,19 @@ def _labels(values: Any, where: str) -> np.ndarray:
     if y.ndim != 1:
         raise DataError(f"labels in {where} have shape {y.shape}; give one label name per row.")
     return y.astype(str)
+
+
+def _label_sets(matrix: Any, names: Sequence[str], where: str) -> list[list[str]]:
+    """A 0/1 matrix with one column per label name → each row's positive label names."""
+    m = np.asarray(matrix)
+    if m.ndim != 2 or m.shape[1] != len(names):
+        raise DataError(f"{where}: the label matrix has shape {m.shape} for {len(names)} label names.")
+    if m.dtype.kind not in "biuf" or not np.isin(m, (0, 1)).all():
+        raise DataError(
+            f"{where}: multi-label columns must hold only 0 and 1; threshold probabilities first (y > 0.5)."
+        )
+    names = [str(v) for v in names]
+    return [[names[j] for j in np.flatnonzero(row)] for row in m]
 
 
 def _numeric(x: np.ndarray, where: str) -> np.ndarray:
@@ -108,7 +126,7 @@ def _npz_array(data: Any, key: str, where: str) -> np.ndarray:
         ) from None
 
 
-def _load_npz(path: Path, spec: dict[str, Any], where: str) -> tuple[X, np.ndarray | None]:
+def _load_npz(path: Path, spec: dict[str, Any], where: str) -> tuple[X, Y | None]:
     import zipfile
 
     try:
@@ -130,7 +148,19 @@ def _load_npz(path: Path, spec: dict[str, Any], where: str) -> tuple[X, np.ndarr
         label_key = spec.get("label_column")
         if label_key is None:
             label_key = next((k for k in DEFAULT_LABELS if k in data.files), None)
-        y = _labels(_npz_array(data, label_key, where), where) if label_key is not None else None
+        y: Y | None = None
+        if label_key is not None:
+            raw = _npz_array(data, label_key, where)
+            if raw.ndim == 2 and raw.shape[1] > 1 and raw.dtype.kind in "biuf":  # multi-label 0/1 matrix
+                if "label_names" not in data.files:
+                    raise DataError(
+                        f"{where}: {label_key!r} is a {raw.shape} matrix (multi-label) but the file has no "
+                        "'label_names' array naming its columns; save one: "
+                        "np.savez(..., label_names=np.asarray(names))."
+                    )
+                y = _label_sets(raw, _npz_array(data, "label_names", where).tolist(), where)
+            else:
+                y = _labels(raw, where)
     return x, y
 
 
@@ -151,12 +181,22 @@ def _pick_label(columns: list[str], spec: dict[str, Any], where: str) -> str | N
         if label not in columns:
             raise DataError(f"{where} has no label column {label!r}; columns present: {columns}.")
         return label
+    if spec.get("label_columns") is not None:  # an explicit multi-label spec was consumed: no single label
+        return None
     return next((c for c in DEFAULT_LABELS if c in columns), None)
 
 
-def _from_frame(df: Any, spec: dict[str, Any], where: str) -> tuple[X, np.ndarray | None]:
+def _from_frame(df: Any, spec: dict[str, Any], where: str) -> tuple[X, Y | None]:
     columns = [str(c) for c in df.columns]
     df.columns = columns
+    multi = list(spec.get("label_columns") or [])
+    if multi:
+        missing = [c for c in multi if c not in columns]
+        if missing:
+            raise DataError(f"{where} has no label column {missing[0]!r}; columns present: {columns}.")
+        sets = _label_sets(df[multi].to_numpy(), multi, where)
+        x, _ = _from_frame(df.drop(columns=multi), {**spec, "label_columns": None, "label_column": None}, where)
+        return x, sets
     label = _pick_label(columns, spec, where)
     text = spec.get("text_column")
     wanted = [text] if text else list(spec.get("feature_columns") or [])
@@ -186,7 +226,7 @@ def _from_frame(df: Any, spec: dict[str, Any], where: str) -> tuple[X, np.ndarra
     return df[feats].to_numpy(dtype=np.float32), y
 
 
-def _load_csv(path: Path, spec: dict[str, Any], where: str, sep: str) -> tuple[X, np.ndarray | None]:
+def _load_csv(path: Path, spec: dict[str, Any], where: str, sep: str) -> tuple[X, Y | None]:
     pd = _pandas(path.suffix)
     try:
         header = [str(c) for c in pd.read_csv(path, sep=sep, nrows=0).columns]
@@ -201,7 +241,7 @@ def _load_csv(path: Path, spec: dict[str, Any], where: str, sep: str) -> tuple[X
     return _from_frame(df, spec, where)
 
 
-def _load_parquet(path: Path, spec: dict[str, Any], where: str) -> tuple[X, np.ndarray | None]:
+def _load_parquet(path: Path, spec: dict[str, Any], where: str) -> tuple[X, Y | None]:
     pd = _pandas(".parquet")
     try:
         df = pd.read_parquet(path)
@@ -215,7 +255,7 @@ def _load_parquet(path: Path, spec: dict[str, Any], where: str) -> tuple[X, np.n
 # jsonl ---------------------------------------------------------------------------
 
 
-def _load_jsonl(path: Path, spec: dict[str, Any], where: str) -> tuple[X, np.ndarray | None]:
+def _load_jsonl(path: Path, spec: dict[str, Any], where: str) -> tuple[X, Y | None]:
     rows: list[tuple[int, dict[str, Any]]] = []
     with path.open(encoding="utf-8") as fh:
         for i, line in enumerate(fh, start=1):
@@ -240,7 +280,11 @@ def _load_jsonl(path: Path, spec: dict[str, Any], where: str) -> tuple[X, np.nda
         missing = [f for f in [*fields, *([label] if label else [])] if f not in obj]
         if missing:
             raise DataError(f"{where} line {i} has no field {missing[0]!r}; fields present: {sorted(obj)}.")
-    y = _labels([str(obj[label]) for _, obj in rows], where) if label else None
+    y: Y | None = None
+    if label and all(isinstance(obj[label], list) for _, obj in rows):  # multi-label: a list of names per row
+        y = [[str(v) for v in obj[label]] for _, obj in rows]
+    elif label:
+        y = _labels([str(obj[label]) for _, obj in rows], where)
     if feats:
         try:
             x: X = np.asarray([[float(obj[f]) for f in feats] for _, obj in rows], dtype=np.float32)
@@ -250,8 +294,9 @@ def _load_jsonl(path: Path, spec: dict[str, Any], where: str) -> tuple[X, np.nda
     return [str(obj[fields[0]]) for _, obj in rows], y
 
 
-def load_table(spec: Any, base_dir: str | Path | None = None) -> tuple[X, np.ndarray | None]:
-    """Read a data file into ``(x, y)``; y is a str array of label names, or None without labels.
+def load_table(spec: Any, base_dir: str | Path | None = None) -> tuple[X, Y | None]:
+    """Read a data file into ``(x, y)``; y is a str array of label names, one list of label names per
+    row for multi-label files (see the module docstring), or None without labels.
 
     ``spec`` is a path or ``{path, text_column, feature_columns, label_column}``. Tables hold
     either numeric feature columns (all but the label, unless ``feature_columns`` names them)
@@ -281,7 +326,7 @@ def load_table(spec: Any, base_dir: str | Path | None = None) -> tuple[X, np.nda
     return x, y
 
 
-def require_labels(y: np.ndarray | None, spec: Any, role: str, base_dir: str | Path | None = None) -> np.ndarray:
+def require_labels(y: Y | None, spec: Any, role: str, base_dir: str | Path | None = None) -> Y:
     """The labels of a file that must have them (labeled / test / evaluate data), or a DataError."""
     if y is None:
         path = resolve_path(_spec_dict(spec)["path"], base_dir)

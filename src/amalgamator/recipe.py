@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -56,8 +56,9 @@ class DataSpec(_PathSpec):
     text_column: str | None = None
     feature_columns: list[str] | None = None
     label_column: str | None = None
+    label_columns: list[str] | None = None  # multi-label: 0/1 columns, one per label
 
-    @field_validator("feature_columns", mode="before")
+    @field_validator("feature_columns", "label_columns", mode="before")
     @classmethod
     def _columns(cls, v: Any) -> Any:
         return _str_list(v)
@@ -68,6 +69,7 @@ class TeacherSpec(_PathSpec):
 
     name: str | None = None
     features: list[str] | None = None
+    kind: Literal["multiclass", "multilabel", "chain"] | None = None  # checked against the folder's own
 
     @field_validator("name", mode="before")
     @classmethod
@@ -193,7 +195,10 @@ class Recipe(BaseModel):
         """Load every teacher folder; a name defaults to the folder's name."""
         from .teachers import Teacher
 
-        return [Teacher.from_pretrained(self.resolve(t.path), name=t.name, features=t.features) for t in self.teachers]
+        return [
+            Teacher.from_pretrained(self.resolve(t.path), name=t.name, features=t.features, kind=t.kind)
+            for t in self.teachers
+        ]
 
     def load(self, role: str, need_labels: bool = False) -> tuple[Any, np.ndarray | None] | None:
         """Read the ``data`` / ``labeled`` / ``test`` file, or None when the recipe has none."""

@@ -90,6 +90,8 @@ def test_report(model: Any, x: Any, y: Sequence[str], out: str | Path) -> tuple[
     from .metrics import confusion, evaluate
 
     metrics = evaluate(model, x, y)
+    if getattr(model, "kind", "multiclass") != "multiclass":
+        return metrics, _multilabel_section(model, x, y, metrics)
     pred = model.predict(x)
     y = np.asarray(y).astype(str)
     labels = list(model.labels) + sorted(set(y) - set(model.labels))  # unknown test labels shown as rows too
@@ -125,6 +127,25 @@ def test_report(model: Any, x: Any, y: Sequence[str], out: str | Path) -> tuple[
         "",
     ]
     return metrics, "\n".join(lines)
+
+
+def _multilabel_section(model: Any, x: Any, y: Any, metrics: dict[str, Any]) -> str:
+    """The test section of a multilabel student: its metrics and per-label precision, recall and F1."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from .kinds import multilabel_targets
+
+    truth = multilabel_targets(y, list(model.labels), "y")
+    prec, rec, f1, support = precision_recall_fscore_support(truth, model.predict(x), zero_division=0)
+    rows = [[lb, f"{p:.3f}", f"{r:.3f}", f"{f:.3f}", int(n)]
+            for lb, p, r, f, n in zip(model.labels, prec, rec, f1, support, strict=True)]  # fmt: skip
+    return "\n".join([
+        "## Test set", "",
+        markdown_table(["metric", "value"], [[k, f"{v:.4f}" if isinstance(v, float) else str(v)]
+                                             for k, v in metrics.items()]),
+        "", "### Per label", "",
+        markdown_table(["label", "precision", "recall", "F1", "positives"], rows), "",
+    ])  # fmt: skip
 
 
 def write_json(path: str | Path, obj: Any) -> None:

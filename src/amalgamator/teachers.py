@@ -291,13 +291,19 @@ class Teacher:
     # Loading ---------------------------------------------------------------
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, name: str | None = None, features: str | Sequence[str] | None = None
+        cls,
+        path: str | Path,
+        name: str | None = None,
+        features: str | Sequence[str] | None = None,
+        kind: str | None = None,
     ) -> Teacher:
         """Load a saved amalgamator student folder, or a Hugging Face sequence-classification folder.
 
         A student folder (``student.json`` + ``model.safetensors``) lets a student serve as a
-        teacher in a later amalgamation. A Hugging Face folder takes its labels from
-        ``config.id2label`` and its tokenizer from the same folder (needs the ``text`` extra).
+        teacher in a later amalgamation; its kind is the one ``student.json`` records. A Hugging Face
+        folder takes its labels from ``config.id2label``, its kind from ``config.problem_type``
+        (``multi_label_classification`` → multilabel) and its tokenizer from the same folder (needs the
+        ``text`` extra). ``kind`` states the kind; a folder that records another is refused.
         """
         path = Path(path)
         if path.is_file():
@@ -312,6 +318,7 @@ class Teacher:
             from .student import load_student
 
             st = load_student(path, role="teacher")
+            _same_kind(path, kind, st.kind)
             teacher = cls(
                 st.network,
                 labels=st.labels,
@@ -327,10 +334,32 @@ class Teacher:
             from .models.hf import load_hf_classifier
 
             model, labels, preprocess = load_hf_classifier(path)
-            teacher = cls(model, labels=labels, name=name or path.name, features=features, preprocess=preprocess)
+            recorded = _hf_kind(path)
+            _same_kind(path, kind, recorded)
+            teacher = cls(
+                model, labels=labels, name=name or path.name, kind=recorded, features=features, preprocess=preprocess
+            )
             teacher.folder = path
             return teacher
         raise TeacherError(
             f"{str(path)!r} is neither an amalgamator student folder (student.json) nor a Hugging Face "
             "checkpoint folder (config.json)."
+        )
+
+
+def _hf_kind(folder: Path) -> str:
+    """A Hugging Face classifier's kind from ``config.problem_type`` (multiclass unless multi-label)."""
+    try:
+        problem = json.loads((folder / "config.json").read_text()).get("problem_type")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return "multiclass"
+    return "multilabel" if problem == "multi_label_classification" else "multiclass"
+
+
+def _same_kind(folder: Path, stated: str | None, recorded: str) -> None:
+    """A kind stated by the user (a recipe's ``kind:``) must be the folder's own."""
+    if stated is not None and stated != recorded:
+        raise TeacherError(
+            f"teacher folder {str(folder)!r} holds a {recorded} model but kind {stated!r} was given; "
+            f"drop kind or set it to {recorded!r}."
         )

@@ -21,6 +21,12 @@ the authors' code (VainF/CommonFeatureLearning, and CFL in their group's KamalEn
   softmax(union logits / τ), τ² scaled (the authors' ``SoftCELoss``; SPEC Family A);
 - L = α L_C + (1 − α)(L_M + L_R) (Eq. 6).
 
+Multi-label teachers (kinds ``multilabel`` and ``chain``; SPEC Family C: "``cfl`` as Family A with
+BCE targets", the CFL baseline of thesis `000` §4.6): everything above is unchanged except L_C, which
+becomes τ² · BCE(σ(s/τ), σ(z̄/τ)) per union label, z̄ the mean of the logits of the teachers that know
+the label (one teacher: its logit), i.e. ``kd-ml``'s target; at the default τ = 1 it is exactly
+kd-ml's loss. The multi-class path is untouched.
+
 Maps (teacher taps of shape (C, H, W)): the adaption layer and extractor run on every
 position, the decoder reconstructs the full map, and for the MMD the common-space map is
 global-average-pooled, so that every side contributes one common vector per row and the
@@ -43,6 +49,7 @@ from ..errors import MethodError
 from ..store import LOGITS, feature_piece
 from ..teachers import Teacher
 from .base import Context, Method, Positive, Probability, StudentOutput, register, soft_cross_entropy, union_logits
+from .multilabel import MULTILABEL_KINDS
 
 #: RBF bandwidths σ of the authors' code (``CFLoss(sigmas=[0.001, 0.01, 0.05, 0.1, 0.2, 1, 2])``).
 SIGMAS: tuple[float, ...] = (0.001, 0.01, 0.05, 0.1, 0.2, 1.0, 2.0)
@@ -185,10 +192,13 @@ class CFL(Method):
     summary = "features matched by MMD in a learned common space, plus KD on the logits"
     defaults = {"alpha": 0.5, "tau": 1.0}
     rules = {"alpha": Probability, "tau": Positive}  # Eq. 6 mixes two terms with α and 1 − α
+    kinds = frozenset({"multiclass"}) | MULTILABEL_KINDS
 
     def __init__(self, **options):
         super().__init__(**options)
         self.block: CommonSpace | None = None
+        #: whether L_C is the per-label BCE (multi-label teachers) rather than the softmax cross-entropy
+        self.multilabel = False
 
     def pieces(self, teacher: Teacher) -> list[str]:
         return [LOGITS] + ([feature_piece(teacher.features[-1])] if teacher.features else [])
@@ -209,7 +219,9 @@ class CFL(Method):
             layout(f.shape[1:], f"teacher {t.name!r}'s feature tap {t.features[-1]!r}")
         student_shape = ctx.student_shapes()["features"]
         self.block = CommonSpace(student_shape, [f.shape[1:] for f in feats])
-        targets = {"target_prob": (union_logits(ctx, "mean") / tau).softmax(-1)}
+        self.multilabel = any(t.kind in MULTILABEL_KINDS for t in ctx.teachers)
+        mean = union_logits(ctx, "mean") / tau
+        targets = {"target_prob": torch.sigmoid(mean) if self.multilabel else mean.softmax(-1)}
         targets.update({f"cfl_feature_{i}": f for i, f in enumerate(feats)})
         return targets
 
@@ -219,7 +231,10 @@ class CFL(Method):
     def loss(self, batch: dict[str, torch.Tensor], out: StudentOutput) -> torch.Tensor:
         assert self.block is not None, "prepare() builds the common space before training"
         alpha, tau = float(self.options["alpha"]), float(self.options["tau"])
-        l_c = (tau**2) * soft_cross_entropy(batch["target_prob"], out.logits / tau)  # Eq. 5
+        if self.multilabel:  # Eq. 5 with per-label BCE targets (SPEC Family C)
+            l_c = (tau**2) * F.binary_cross_entropy_with_logits(out.logits / tau, batch["target_prob"])
+        else:
+            l_c = (tau**2) * soft_cross_entropy(batch["target_prob"], out.logits / tau)  # Eq. 5
         h_s = self.block.student(out.features).mean(1)
         l_m = out.logits.new_zeros(())
         l_r = out.logits.new_zeros(())
