@@ -155,8 +155,11 @@ def test_transfer_changes_the_transferee_where_its_chain_depends_on_the_shared_l
     assert torch.allclose(target[rows, d], revised[:, 1], atol=1e-6)
     assert ((target[rows, d] > 0.5) != (plain[rows, d] > 0.5)).float().mean() > 0.5
     assert torch.equal(target[~rows], plain[~rows])  # rows without disagreement are untouched
+
     # ... and it is closer to the truth on those rows (d = c AND x2 > −1; A is right about c).
-    correct = lambda t: ((t[rows, d] > 0.5).float() == y[rows, d]).float().mean()  # noqa: E731
+    def correct(t: torch.Tensor) -> float:
+        return float(((t[rows, d] > 0.5).float() == y[rows, d]).float().mean())
+
     assert correct(target) > correct(plain) + 0.3  # measured 0.75 vs 0.22
     # One round: the transfer makes B positive on c and creates no new disagreement.
     assert ant.diagnostics["reruns"].tolist() == [int(rows.sum())]
@@ -252,3 +255,15 @@ def test_duplicate_chain_labels_and_multiclass_teachers_are_refused():
     msg = str(refused.value)
     assert "multiclass" in msg and "chain" in msg and "methods for these teachers:" in msg and "kd" in msg
     assert "ant" not in msg.split("methods for these teachers:")[1]
+
+
+def test_registered_with_its_kinds_options_and_paper():
+    from amalgamator.methods import REGISTRY
+
+    cls = REGISTRY["ant"]
+    assert cls is ANT and cls.kinds == {"multilabel", "chain"} and cls.trains and cls.uses_labels == "never"
+    assert ANT.student_kind({"chain"}) == "chain" == ANT.student_kind({"chain", "multilabel"})
+    assert set(cls.rules) == set(cls.defaults) == {"rounds", "transfer"}
+    assert "Thadajarassiri 2023, Knowledge Amalgamation" in cls.paper
+    with pytest.raises(MethodError, match="rounds"):
+        ANT(rounds=0)

@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import progress
+from ..data import Inputs
 from ..labels import LabelSpace
 from ..teachers import Teacher
 from .base import Context, Count, Flag, Method, StudentOutput, register
@@ -183,7 +184,7 @@ def knowledge_transfer(
 def teacher_rerun(teachers: Sequence[Teacher], ctx: Context) -> Rerun:
     """Re-run chain teachers on training rows with a forced initial state, batched, on the rows as the
     store ran them (raw, or the teacher featurizer's output)."""
-    sources: dict[int, object] = {}
+    sources: dict[int, Inputs] = {}
 
     def rerun(t: int, rows: torch.Tensor, init_probs: torch.Tensor, init_mask: torch.Tensor) -> torch.Tensor:
         teacher = teachers[t]
@@ -207,7 +208,10 @@ def teacher_rerun(teachers: Sequence[Teacher], ctx: Context) -> Rerun:
 @register
 class ANT(Method):
     name = "ant"
-    paper = "thesis `000` Ch. 4 (Adaptive Knowledge Transfer, §4.5, Eq. 15–37)"
+    paper = (
+        "Thadajarassiri 2023, Knowledge Amalgamation from Heterogeneous Pre-Trained Models (PhD thesis, WPI) "
+        "Ch. 4 §4.5: Adaptive Knowledge Transfer, Eq. 15–37"
+    )
     family = "C: multi-label union"
     summary = (
         "chain teachers that disagree on a shared label re-run with it forced to the positive teacher's "
