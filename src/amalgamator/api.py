@@ -406,8 +406,8 @@ def _amalgamate(
     kind = method_obj.student_kind(teacher_kinds(teachers))
     cfg.validate()
     check_student(student, student_options)
-    parts, y = _gather_rows(data, labeled, union, kind, method_obj, method, teachers)
     method_obj.validate(teachers)
+    parts, y = _gather_rows(data, labeled, union, kind, method_obj, method, teachers)
     check_inputs(teachers, parts)
     out_path = Path(out).expanduser() if out is not None else None
     if resume and out_path is None:

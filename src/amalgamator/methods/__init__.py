@@ -1,6 +1,7 @@
 """Amalgamation methods, one module per paper or family, behind one registry."""
 
 from . import (  # noqa: F401  (registration)
+    ant,
     auto,
     calibrated,
     cfl,

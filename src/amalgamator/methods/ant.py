@@ -227,6 +227,7 @@ class ANT(Method):
         return "chain"
 
     def prepare(self, ctx: Context) -> dict[str, torch.Tensor]:
+        """P(y_j|x) of Eq. 28 per training row, after transfer (Eq. 26); computed once, teachers are frozen."""
         teachers = ctx.teachers
         first = [teachers[i].probabilities(ctx.logits(i)) for i in range(len(teachers))]
         rounds = self.options["rounds"] or len(teachers)
@@ -250,10 +251,11 @@ class ANT(Method):
         }
         fell_back = [(t.name, int(s)) for t, s in zip(teachers, done.skipped, strict=True) if s > 0]
         if fell_back:
-            who = ", ".join(f"{name!r} ({n} label entries)" for name, n in fell_back)
+            who = ", ".join(f"{name!r} ({n} row-label pairs)" for name, n in fell_back)
             progress.warn(
                 f"ant: teacher(s) {who} are plain multilabel, not chains, and cannot take a forced label; for them "
-                "ANT falls back to integration alone (Eq. 28). Wrap them as kind='chain' models to transfer."
+                "ANT falls back to integration alone (Eq. 28). Declare kind='chain' for a model that accepts "
+                "model(x, init_probs=..., init_mask=...)."
             )
         per_round = done.reruns.sum(1).tolist()
         progress.note(
