@@ -1,6 +1,7 @@
 """Amalgamation methods, one module per paper or family, behind one registry."""
 
 from . import (  # noqa: F401  (registration)
+    aka,
     ant,
     auto,
     calibrated,
@@ -9,6 +10,7 @@ from . import (  # noqa: F401  (registration)
     dfa,
     kd,
     muki,
+    multilabel,
     reference,
     routing,
     semisupervised,
