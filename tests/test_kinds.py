@@ -155,3 +155,44 @@ def test_the_cli_evaluates_a_multilabel_student(tmp_path, capsys):
 def test_the_methods_listing_shows_each_methods_kinds():
     res = CliRunner().invoke(app, ["methods"], env={"COLUMNS": "300"})
     assert res.exit_code == 0 and "kinds" in res.output and "multiclass" in res.output
+
+
+def test_a_recipe_of_two_multilabel_teacher_folders_runs_saves_and_evaluates(tmp_path, capsys):
+    """Two multilabel teachers sharing label 'b', saved as folders; `amalgamator run` trains kd-ml on a
+    pool, saves the student and scores it on a test file with the multilabel metrics."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(700, 4)).astype(np.float32)
+    y = (x[:, :3] > 0).astype(np.int64)
+    for name, labels, cols in (("ab", ["a", "b"], [0, 1]), ("bc", ["b", "c"], [1, 2])):
+        torch.manual_seed(0)
+        st = Student.create("mlp", Inputs(x), labels, "multilabel", {"hidden": [16]})
+        opt = torch.optim.Adam(st.network.parameters(), 1e-2)
+        xt, yt = torch.as_tensor(x[:300]), torch.as_tensor(y[:300][:, cols], dtype=torch.float32)
+        for _ in range(150):
+            opt.zero_grad()
+            nn.functional.binary_cross_entropy_with_logits(st.network(xt), yt).backward()
+            opt.step()
+        st.network.eval()
+        st.save(tmp_path / name)
+    np.savez(tmp_path / "pool.npz", x=x[300:600])
+    np.savez(tmp_path / "test.npz", x=x[600:], y=y[600:], label_names=np.asarray(LABELS))
+    (tmp_path / "recipe.yaml").write_text(
+        "teachers:\n  - {path: ab, kind: multilabel}\n  - bc\ndata: pool.npz\ntest: test.npz\n"
+        "method: kd-ml\nstudent: mlp\nstudent_options: {hidden: [16]}\ntrain: {steps: 300, batch_size: 32, lr: 0.01}\n"
+    )
+    assert main_code(["run", str(tmp_path / "recipe.yaml"), "--out", str(tmp_path / "out")]) == 0
+    assert "test f1_micro" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())["test"]
+    assert metrics["f1_micro"] > 0.85 and metrics["n"] == 100  # each label learnt from a teacher that knows it
+    meta = json.loads((tmp_path / "out" / "student" / "student.json").read_text())
+    assert meta["kind"] == "multilabel" and meta["labels"] == LABELS
+    assert "### Per label" in (tmp_path / "out" / "report.md").read_text()
+
+
+def main_code(argv: list[str]) -> int:
+    """``amalgamator`` in-process: its exit code (0 when it returns normally)."""
+    try:
+        main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
