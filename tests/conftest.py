@@ -17,6 +17,16 @@ from amalgamator.store import LOGITS
 LOW, HIGH = [str(i) for i in range(5)], [str(i) for i in range(5, 10)]
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One CPU thread for a test file that opts in (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    its tests stay small and leave the rest of the machine alone."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_store(tmp_path_factory, monkeypatch):
     """Every test gets its own store folder and no progress bars."""

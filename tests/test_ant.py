@@ -20,17 +20,11 @@ from amalgamator.methods.base import Context
 from amalgamator.models.chain import ChainClassifier
 from amalgamator.store import LOGITS
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # one CPU thread (conftest)
+
+
 LABELS_A, LABELS_B = ["a", "c"], ["c", "d", "e"]
 UNION = ["a", "c", "d", "e"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One CPU thread: the tests stay small and leave the rest of the machine alone."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def train_chain(

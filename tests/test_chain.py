@@ -11,14 +11,7 @@ import torch.nn.functional as F
 from amalgamator.errors import DataError
 from amalgamator.models.chain import ChainClassifier, ChainHead
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One CPU thread: the tests stay small and leave the rest of the machine alone."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one CPU thread (conftest)
 
 
 def and_problem(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -46,16 +46,10 @@ TRAIN = dict(student="mlp", student_options={"hidden": [32]}, batch_size=128, lr
 EPOCHS = {"bl": 20, "kd-ml": 20, "calibrated-ml": 20, "aka": 20, "cfl": 10}
 FLOOR = {"bl": 0.92, "kd-ml": 0.92, "calibrated-ml": 0.92, "aka": 0.92, "cfl": 0.85}
 #: small test runs make fewer optimiser steps than the engine's warning threshold, on purpose
-pytestmark = pytest.mark.filterwarnings("ignore:.*optimiser steps.*:UserWarning")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One CPU thread: the tests stay small and leave the rest of the machine alone."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*optimiser steps.*:UserWarning"),
+    pytest.mark.usefixtures("one_thread"),  # one CPU thread (conftest)
+]
 
 
 def problem(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
