@@ -103,8 +103,8 @@ def test_teachers_of_kinds_that_cannot_share_a_student_are_refused():
                 am.Teacher(nn.Linear(4, 2), ["c", "d"], name="ml", kind="multilabel")]  # fmt: skip
     with pytest.raises(MethodError, match=r"cannot be amalgamated into one student.*each kind separately"):
         am.amalgamate(teachers, data=x, method="kd", epochs=1, progress=False)
-    with pytest.raises(AmalgamatorError, match="kind 'multitask' has no methods"):
-        get_kind("multitask")
+    with pytest.raises(AmalgamatorError, match="kind 'embedding' has no methods"):
+        get_kind("embedding")
 
 
 def test_data_files_carry_multilabel_labels(tmp_path):
@@ -196,3 +196,24 @@ def main_code(argv: list[str]) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     return 0
+
+
+def test_a_multitask_student_is_scored_per_task_with_roc_auc(tmp_path):
+    x, y = _rows(80)
+    torch.manual_seed(0)
+    st = Student.create("mlp", Inputs(x), LABELS, "multitask", {"hidden": [8]})
+    assert st.predict(x).shape == (80, 3)
+    y[:, 2] = 1  # a task whose test rows are all positive has no ROC-AUC
+    m = am.evaluate(st, x, y)
+    proba = st.predict_proba(x)
+    from sklearn.metrics import roc_auc_score
+
+    assert m["roc_auc"]["a"] == pytest.approx(roc_auc_score(y[:, 0], proba[:, 0])) and m["roc_auc"]["c"] is None
+    assert m["roc_auc_mean"] == pytest.approx((m["roc_auc"]["a"] + m["roc_auc"]["b"]) / 2)
+    assert m["accuracy"]["c"] == pytest.approx(float((proba[:, 2] > 0.5).mean()))
+    st.save(tmp_path / "mt")
+    assert am.load_student(tmp_path / "mt").kind == "multitask"
+    mixed = [am.Teacher(nn.Linear(4, 2), ["a", "b"], name="mt", kind="multitask"),
+             am.Teacher(nn.Linear(4, 2), ["c", "d"], name="ml", kind="multilabel")]  # fmt: skip
+    with pytest.raises(MethodError, match="cannot be amalgamated into one student"):
+        am.amalgamate(mixed, data=x, method="kd", epochs=1, progress=False)

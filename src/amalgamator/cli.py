@@ -45,7 +45,7 @@ def _err() -> Console:
 
 
 def _fmt(v: Any) -> str:
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
+    return f"{v:.4f}" if isinstance(v, float) else "—" if v is None else str(v)
 
 
 def _names(labels: Sequence[str], limit: int = 12) -> str:
@@ -204,7 +204,7 @@ def evaluate(
     table.add_column("value", justify="right")
     if unknown:
         table.add_column("note")
-    for k, v in metrics.items():
+    for k, v in flat_metrics(metrics).items():
         table.add_row(k, _fmt(v), *([notes.get(k, "")] if unknown else []))
     _out().print(table)
 
@@ -411,6 +411,17 @@ def bench(
 # Output helpers ------------------------------------------------------------------------------
 
 
+def flat_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Per-task metrics (``{"accuracy": {task: v}}``) as ``accuracy[task]`` rows beside the others."""
+    flat: dict[str, Any] = {}
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            flat.update({f"{k}[{t}]": x for t, x in v.items()})
+        else:
+            flat[k] = v
+    return flat
+
+
 def summary_table(result: Any, metrics: dict[str, Any] | None) -> Table:
     """What ``run`` reports: method, labels, epochs, final loss, timings, test metrics."""
     table = Table(title="amalgamation", show_header=False)
@@ -430,7 +441,7 @@ def summary_table(result: Any, metrics: dict[str, Any] | None) -> Table:
         table.add_row("teacher store", f"{result.store.hits} hits, {result.store.computed} computed")
     if result.timings:
         table.add_row("seconds", ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items()))
-    for k, v in (metrics or {}).items():
+    for k, v in flat_metrics(metrics or {}).items():
         table.add_row(f"test {k}", _fmt(v))
     return table
 

@@ -12,9 +12,12 @@ multiclass logits over exclusive labels linear, softmax              label names
 multilabel one logit per label          linear, sigmoid per label    0/1 matrix, columns = labels
 chain      as multilabel; also accepts  an order-free classifier     as multilabel
            a forced initial state       chain over the union
+
+multitask  one binary head per task over   a backbone and one head per  0/1 matrix, columns = tasks
+           a shared representation      union task (linear, sigmoid)
 ========== ============================ ============================ ==============================
 
-``multitask`` and ``embedding`` arrive with their families; a teacher may already declare them.
+``embedding`` arrives with its family; a teacher may already declare it.
 """
 
 from __future__ import annotations
@@ -95,7 +98,15 @@ class Chain(MultiLabel):
         return {"in_dim": int(head.in_dim), "n_labels": int(head.n_labels), "hidden": int(head.hidden)}
 
 
-KINDS: dict[str, Kind] = {k.name: k for k in (MultiClass(), MultiLabel(), Chain())}
+class MultiTask(MultiLabel):
+    """Binary tasks (thesis Ch. 5): one sigmoid head per task over a shared representation; as a
+    multilabel model it predicts a 0/1 matrix, but it is scored per task (accuracy and ROC-AUC)."""
+
+    name = "multitask"
+    family = frozenset({"multitask"})
+
+
+KINDS: dict[str, Kind] = {k.name: k for k in (MultiClass(), MultiLabel(), Chain(), MultiTask())}
 
 
 def get_kind(name: str) -> Kind:
@@ -174,5 +185,27 @@ def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
         "hamming_loss": float(hamming_loss(y_true, y_pred)),
         "f1_micro": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
         "f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "n": int(len(y_true)),
+    }
+
+
+def multitask_metrics(y_true: np.ndarray, proba: np.ndarray, tasks: Sequence[str]) -> dict[str, Any]:
+    """Thesis Table 10's figures: accuracy and ROC-AUC per task (threshold 0.5) and their means. A task
+    whose test rows are all one class has no ROC-AUC (None), and the mean skips it."""
+    from sklearn.metrics import roc_auc_score
+
+    if y_true.shape != proba.shape:
+        raise DataError(f"y has shape {y_true.shape} but the predictions have shape {proba.shape}.")
+    acc = {t: float(((proba[:, j] > 0.5) == (y_true[:, j] == 1)).mean()) for j, t in enumerate(tasks)}
+    auc: dict[str, float | None] = {}
+    for j, t in enumerate(tasks):
+        both = len(np.unique(y_true[:, j])) == 2
+        auc[t] = float(roc_auc_score(y_true[:, j], proba[:, j])) if both else None
+    scored = [v for v in auc.values() if v is not None]
+    return {
+        "accuracy_mean": float(np.mean(list(acc.values()))),
+        "roc_auc_mean": float(np.mean(scored)) if scored else None,
+        "accuracy": acc,
+        "roc_auc": auc,
         "n": int(len(y_true)),
     }

@@ -112,12 +112,16 @@ def evaluate(model: Any, x: Any, y: Any) -> dict[str, float]:
 
     Multilabel and chain: ``y`` is a 0/1 matrix with the model's ``labels`` as columns, or one list
     of label names per row; returns ``subset_accuracy``, ``hamming_loss``, ``f1_micro``, ``f1_macro``, ``n``.
+    Multitask: ``y`` as for multilabel (tasks as columns); returns ``accuracy_mean``, ``roc_auc_mean``,
+    and ``accuracy`` and ``roc_auc`` per task.
     """
     if len(y) == 0:
         raise DataError("y is empty: give at least one labeled example to evaluate on.")
     kind = getattr(model, "kind", "multiclass")
     if kind in ("multilabel", "chain"):
         return _evaluate_multilabel(model, x, y)
+    if kind == "multitask":
+        return _evaluate_multitask(model, x, y)
     if kind != "multiclass":
         raise DataError(f"evaluation for {kind!r} students arrives with that family; this version has none.")
     y_arr = np.asarray(y)
@@ -159,3 +163,14 @@ def _evaluate_multilabel(model: Any, x: Any, y: Any) -> dict[str, float]:
     if len(pred) != len(truth):
         raise DataError(f"x has {len(pred)} rows but y has {len(truth)}; give one label row per example.")
     return multilabel_metrics(truth, pred)
+
+
+def _evaluate_multitask(model: Any, x: Any, y: Any) -> dict[str, Any]:
+    """Accuracy and ROC-AUC per task and their means; ``y`` a 0/1 matrix with the tasks as columns."""
+    from .kinds import multilabel_targets, multitask_metrics
+
+    truth = multilabel_targets(y, [str(v) for v in model.labels], "y")
+    proba = np.asarray(model.predict_proba(x))
+    if len(proba) != len(truth):
+        raise DataError(f"x has {len(proba)} rows but y has {len(truth)}; give one row of task labels per example.")
+    return multitask_metrics(truth, proba, [str(v) for v in model.labels])

@@ -69,7 +69,7 @@ class TeacherSpec(_PathSpec):
 
     name: str | None = None
     features: list[str] | None = None
-    kind: Literal["multiclass", "multilabel", "chain"] | None = None  # checked against the folder's own
+    kind: Literal["multiclass", "multilabel", "chain", "multitask"] | None = None  # checked against the folder's own
 
     @field_validator("name", mode="before")
     @classmethod

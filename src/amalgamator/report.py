@@ -90,6 +90,8 @@ def test_report(model: Any, x: Any, y: Sequence[str], out: str | Path) -> tuple[
     from .metrics import confusion, evaluate
 
     metrics = evaluate(model, x, y)
+    if getattr(model, "kind", "multiclass") == "multitask":
+        return metrics, _multitask_section(model, metrics)
     if getattr(model, "kind", "multiclass") != "multiclass":
         return metrics, _multilabel_section(model, x, y, metrics)
     pred = model.predict(x)
@@ -127,6 +129,21 @@ def test_report(model: Any, x: Any, y: Sequence[str], out: str | Path) -> tuple[
         "",
     ]
     return metrics, "\n".join(lines)
+
+
+def _multitask_section(model: Any, metrics: dict[str, Any]) -> str:
+    """The test section of a multitask student: mean accuracy and ROC-AUC, and both per task."""
+
+    def show(v: Any) -> str:
+        return "—" if v is None else f"{v:.4f}"
+
+    rows = [[t, show(metrics["accuracy"][t]), show(metrics["roc_auc"][t])] for t in model.labels]
+    return "\n".join([
+        "## Test set", "",
+        f"Mean accuracy {show(metrics['accuracy_mean'])}, mean ROC-AUC {show(metrics['roc_auc_mean'])} "
+        f"over {metrics['n']} rows (— : the test rows of that task are all one class).", "",
+        markdown_table(["task", "accuracy", "ROC-AUC"], rows), "",
+    ])  # fmt: skip
 
 
 def _multilabel_section(model: Any, x: Any, y: Any, metrics: dict[str, Any]) -> str:

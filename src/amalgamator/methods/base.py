@@ -171,7 +171,9 @@ class Method:
     @classmethod
     def student_kind(cls, kinds: set[str]) -> str:
         """The kind of student this method trains from teachers of ``kinds`` (a chain student for ANT)."""
-        return "multiclass" if kinds == {"multiclass"} else "multilabel"
+        if kinds in ({"multiclass"}, {"multitask"}):
+            return next(iter(kinds))
+        return "multilabel"
 
     def __init__(self, **options: Any):
         rules = {k: self.rules.get(k, _rule_of(v)) for k, v in self.defaults.items()}
