@@ -217,3 +217,40 @@ def test_a_multitask_student_is_scored_per_task_with_roc_auc(tmp_path):
              am.Teacher(nn.Linear(4, 2), ["c", "d"], name="ml", kind="multilabel")]  # fmt: skip
     with pytest.raises(MethodError, match="cannot be amalgamated into one student"):
         am.amalgamate(mixed, data=x, method="kd", epochs=1, progress=False)
+
+
+class _TwoHeads(nn.Module):
+    """A multitask net: a shared layer (tapped as ``body``) and one logit per task."""
+
+    def __init__(self, n_tasks: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 8), nn.ReLU())
+        self.heads = nn.Linear(8, n_tasks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.heads(self.body(x))
+
+
+@pytest.mark.filterwarnings("ignore:.*optimiser steps.*:UserWarning")
+def test_auto_picks_by_kind_and_says_why():
+    from amalgamator.models.chain import ChainClassifier
+
+    x, _ = _rows()
+    torch.manual_seed(0)
+    cases = [
+        ([am.Teacher(ChainClassifier(4, 2), ["a", "b"], name="c1", kind="chain"),
+          am.Teacher(ChainClassifier(4, 2), ["b", "c"], name="c2", kind="chain")], "ant", "chain"),
+        ([am.Teacher(ChainClassifier(4, 2), ["a", "b"], name="c1", kind="chain"),
+          am.Teacher(nn.Linear(4, 2), ["b", "c"], name="plain", kind="multilabel")], "kd-ml", "multilabel"),
+        ([am.Teacher(_TwoHeads(2), ["a", "b"], name="m1", kind="multitask", features="body"),
+          am.Teacher(_TwoHeads(2), ["b", "c"], name="m2", kind="multitask", features="body")], "venus", "multitask"),
+        ([am.Teacher(_TwoHeads(2), ["a", "b"], name="m1", kind="multitask", features="body"),
+          am.Teacher(_TwoHeads(2), ["b", "c"], name="bare", kind="multitask")], "kd-mt", "multitask"),
+    ]  # fmt: skip
+    for teachers, method, kind in cases:
+        res = am.amalgamate(teachers, data=x, epochs=1, progress=False)
+        choice = res.student.info["method_choice"]
+        assert choice["method"] == method and res.student.kind == kind, (method, choice)
+        assert res.student.predict(x).shape == (60, 3)
+    assert "plain are not chains" in am.amalgamate(cases[1][0], data=x, epochs=1, progress=False).student.info[
+        "method_choice"]["why"]  # fmt: skip

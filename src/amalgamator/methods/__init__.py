@@ -16,6 +16,7 @@ from . import (  # noqa: F401  (registration)
     semisupervised,
     standardized,
     uhc,
+    venus,
 )
 from .base import REGISTRY, Context, Method, StudentOutput, get_method, register
 

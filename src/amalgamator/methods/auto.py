@@ -13,8 +13,14 @@ stored logits over every training row.
 3. **No labels, a clean pool** → ``uhc``: with teachers that are unsure outside their classes,
    matching each teacher on its own labels needs no calibration.
 
-Only multi-class teachers have methods so far; other kinds are refused here as everywhere. The
-choice, the reason and the diagnosis figures are recorded in the method's ``choice`` (and so in
+Other kinds choose by what the teachers offer (no diagnosis yet; labeled rows are not used):
+
+4. **Multilabel teachers, all chains** → ``ant``: its transfer re-runs chains with a shared label
+   forced; **otherwise** → ``kd-ml`` (ANT without chains is its integrator alone).
+5. **Multitask teachers, every one with a feature tap** → ``venus`` (it consolidates their final
+   shared representations); **otherwise** → ``kd-mt``, its task targets alone.
+
+The choice, the reason and the diagnosis figures are recorded in the method's ``choice`` (and so in
 ``student.json`` and ``report.md``) and printed as one line.
 """
 
@@ -30,11 +36,31 @@ from ..teachers import Teacher
 from .base import Context, Method, StudentOutput, Trainer, get_method, register
 
 
+def choose_by_kind(teachers: list[Teacher]) -> tuple[str, str] | None:
+    """Rules 4–5 for teachers that are not multiclass: (method, why), or None for multiclass teachers."""
+    kinds = {t.kind for t in teachers}
+    if kinds <= {"multilabel", "chain"}:
+        if kinds == {"chain"}:
+            return "ant", "multilabel chain teachers: ANT's transfer can use their label dependencies"
+        plain = [t.name for t in teachers if t.kind != "chain"]
+        return "kd-ml", f"multilabel teachers of which {', '.join(plain)} are not chains, so ANT could not transfer"
+    if kinds == {"multitask"}:
+        bare = [t.name for t in teachers if not t.features]
+        if not bare:
+            return "venus", "multitask teachers with feature taps: VENUS consolidates their shared representations"
+        return "kd-mt", f"multitask teachers, {', '.join(bare)} without a feature tap, so VENUS could not consolidate"
+    return None
+
+
 def choose(ctx: Context) -> tuple[str, str, dict[str, Any]]:
     """(method name, the reason in words, the diagnosis figures) for this run; see the module docstring."""
     from ..diagnose import RISKY, diagnose_logits  # the diagnosis reads calibrated, which imports this package
 
+    by_kind = choose_by_kind(ctx.teachers)
     labeled = int(ctx.labeled.sum())
+    if by_kind is not None:
+        unused = f"; the {labeled} labeled rows are not used" if labeled else ""
+        return by_kind[0], by_kind[1] + unused, {"labeled": labeled}
     d = diagnose_logits([t.name for t in ctx.teachers], ctx.spaces, [ctx.logits(i) for i in range(len(ctx.teachers))])
     over = [t.name for t in d.teachers if t.overconfident]
     figures = {"risk": round(d.risk, 4), "risky": d.risky, "overconfident": over, "sinks": d.sinks,
@@ -55,9 +81,23 @@ def choose(ctx: Context) -> tuple[str, str, dict[str, Any]]:
 class Auto(Method):
     name = "auto"
     paper = "ours: a method chosen from the routing diagnosis and the labels given (see methods/auto.py)"
-    family = "A and B: chooses among the others"
-    summary = "labels given: supuhc; no labels: calibrated on a risky pool, uhc on a clean one (prints why)"
+    family = "A to D: chooses among the others"
+    summary = (
+        "multiclass, labels given: supuhc; no labels: calibrated on a risky pool, uhc on a clean one; "
+        "multilabel: ant (chains) or kd-ml; multitask: venus (feature taps) or kd-mt (prints why)"
+    )
     uses_labels = "optional"
+    kinds = frozenset({"multiclass", "multilabel", "chain", "multitask"})
+
+    @classmethod
+    def student_kind(cls, kinds: set[str]) -> str:
+        return "chain" if kinds == {"chain"} else super().student_kind(kinds)
+
+    def pieces(self, teacher: Teacher) -> list[str]:
+        """What any choice for this teacher's kind reads (a multitask teacher's tap for VENUS)."""
+        if teacher.kind == "multitask" and teacher.features:
+            return get_method("venus")().pieces(teacher)
+        return super().pieces(teacher)
 
     def __init__(self, **options: Any):
         super().__init__(**options)
@@ -66,7 +106,9 @@ class Auto(Method):
 
     def validate(self, teachers: list[Teacher]) -> None:
         super().validate(teachers)
-        for name in ("supuhc", "calibrated", "uhc"):  # refuse now what any choice would refuse later
+        by_kind = choose_by_kind(teachers)
+        names = (by_kind[0],) if by_kind is not None else ("supuhc", "calibrated", "uhc")
+        for name in names:  # refuse now what any choice would refuse later
             get_method(name)().validate(teachers)
 
     def run(self, ctx: Context, train: Trainer) -> Any:

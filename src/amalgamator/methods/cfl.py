@@ -25,7 +25,9 @@ Multi-label teachers (kinds ``multilabel`` and ``chain``; SPEC Family C: "``cfl`
 BCE targets", the CFL baseline of thesis `000` §4.6): everything above is unchanged except L_C, which
 becomes τ² · BCE(σ(s/τ), σ(z̄/τ)) per union label, z̄ the mean of the logits of the teachers that know
 the label (one teacher: its logit), i.e. ``kd-ml``'s target; at the default τ = 1 it is exactly
-kd-ml's loss. The multi-class path is untouched.
+kd-ml's loss. Multi-task teachers (kind ``multitask``; SPEC Family D, the CFL baseline of thesis
+`000` §5.6) take the same BCE path: their features are the final shared representation they tap. The
+multi-class path is untouched.
 
 Maps (teacher taps of shape (C, H, W)): the adaption layer and extractor run on every
 position, the decoder reconstructs the full map, and for the MMD the common-space map is
@@ -192,12 +194,12 @@ class CFL(Method):
     summary = "features matched by MMD in a learned common space, plus KD on the logits"
     defaults = {"alpha": 0.5, "tau": 1.0}
     rules = {"alpha": Probability, "tau": Positive}  # Eq. 6 mixes two terms with α and 1 − α
-    kinds = frozenset({"multiclass"}) | MULTILABEL_KINDS
+    kinds = frozenset({"multiclass", "multitask"}) | MULTILABEL_KINDS
 
     def __init__(self, **options):
         super().__init__(**options)
         self.block: CommonSpace | None = None
-        #: whether L_C is the per-label BCE (multi-label teachers) rather than the softmax cross-entropy
+        #: whether L_C is the per-label BCE (multi-label or multi-task teachers) rather than the softmax CE
         self.multilabel = False
 
     def pieces(self, teacher: Teacher) -> list[str]:
@@ -219,7 +221,7 @@ class CFL(Method):
             layout(f.shape[1:], f"teacher {t.name!r}'s feature tap {t.features[-1]!r}")
         student_shape = ctx.student_shapes()["features"]
         self.block = CommonSpace(student_shape, [f.shape[1:] for f in feats])
-        self.multilabel = any(t.kind in MULTILABEL_KINDS for t in ctx.teachers)
+        self.multilabel = any(t.kind in MULTILABEL_KINDS | {"multitask"} for t in ctx.teachers)
         mean = union_logits(ctx, "mean") / tau
         targets = {"target_prob": torch.sigmoid(mean) if self.multilabel else mean.softmax(-1)}
         targets.update({f"cfl_feature_{i}": f for i, f in enumerate(feats)})

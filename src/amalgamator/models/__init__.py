@@ -17,6 +17,7 @@ from pydantic import BeforeValidator, Field, StrictBool
 from ..data import Inputs
 from ..errors import DataError, MethodError, check_options, suggest
 from .cnn import SmallCNN
+from .families import FAMILIES, BlockNet, DenseNet, PlainNet, ResNet
 from .featurize import FEATURIZERS, Featurizer, Identity
 from .mlp import MLP
 from .sequence import SequenceCNN, SequenceLSTM, cnn1d_preset, lstm_preset
@@ -28,7 +29,9 @@ PRESETS: dict[str, Builder] = {}
 Width = Annotated[int, Field(ge=1)]
 Widths = Annotated[list[Width], BeforeValidator(lambda v: [v] if isinstance(v, int) else v)]
 Rate = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
+ImageShape = Annotated[list[Width], Field(min_length=3, max_length=3)]
 _SEQUENCE = {"dropout": Rate, "standardize": StrictBool, "in_channels": Width}
+_FAMILY = {"width": Width, "blocks": Width, "layers": Width, "dropout": Rate, "image_shape": ImageShape}
 PRESET_OPTIONS: dict[str, dict[str, Any]] = {
     "mlp": {"hidden": Widths, "dropout": Rate, "in_dim": Width},
     "cnn": {
@@ -36,11 +39,17 @@ PRESET_OPTIONS: dict[str, dict[str, Any]] = {
         "out_dim": Width,
         "dropout": Rate,
         "block_dropout": Rate,
-        "image_shape": Annotated[list[Width], Field(min_length=3, max_length=3)],
+        "image_shape": ImageShape,
     },
     "text": {"encoder": str, "hidden": Widths, "dropout": Rate, "max_features": Width, "in_dim": Width},
     "lstm": {"hidden": Width, "layers": Width, "bidirectional": StrictBool, **_SEQUENCE},
     "cnn1d": {"width": Width, "out_dim": Width, "kernel": Width, **_SEQUENCE},
+    # The multi-task families (models/families.py): width = first block's channels, blocks = how many,
+    # layers = convolutions per block (plainnet), residual units per block (resnet), dense layers per block
+    # (densenet, whose growth rate is fixed with `growth`, default half of each block's width).
+    "plainnet": dict(_FAMILY),
+    "resnet": dict(_FAMILY),
+    "densenet": {**_FAMILY, "growth": Width},
 }
 
 
@@ -76,14 +85,14 @@ def _mlp(inputs, options, featurizer):
     return feat, MLP(opts["in_dim"], opts["hidden"], opts["dropout"]), opts
 
 
-def image_shape(shape: tuple[int, ...]) -> list[int]:
+def image_shape(shape: tuple[int, ...], preset_name: str = "cnn") -> list[int]:
     """(C, H, W) for rows of a given shape: flat squares, (H, W) or (C, H, W)."""
     row = shape[1:]
     if len(row) == 1:
         side = math.isqrt(row[0])
         if side * side != row[0]:
             raise DataError(
-                f"the cnn student needs images; rows have {row[0]} values, not a square. "
+                f"the {preset_name} student needs images; rows have {row[0]} values, not a square. "
                 "Reshape to (n, C, H, W) or pass student_options={'image_shape': [C, H, W]}."
             )
         return [1, side, side]
@@ -91,7 +100,7 @@ def image_shape(shape: tuple[int, ...]) -> list[int]:
         return [1, *row]
     if len(row) == 3:
         return list(row)
-    raise DataError(f"the cnn student needs (n, C, H, W) images; got rows of shape {row}.")
+    raise DataError(f"the {preset_name} student needs (n, C, H, W) images; got rows of shape {row}.")
 
 
 @preset("cnn")
@@ -107,6 +116,35 @@ def _cnn(inputs, options, featurizer):
         opts["image_shape"][0], opts["width"], opts["out_dim"], opts["dropout"], opts.get("block_dropout", 0.0)
     )
     return feat, net, opts
+
+
+# Defaults per family: 74k, 77k and 85k parameters for one input channel (depths chosen to keep them comparable).
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "plainnet": {"width": 8, "blocks": 4, "layers": 2, "dropout": 0.1},
+    "resnet": {"width": 8, "blocks": 4, "layers": 1, "dropout": 0.1},
+    "densenet": {"width": 8, "blocks": 4, "layers": 3, "dropout": 0.1},
+}
+
+
+def _family(name: str) -> Builder:
+    """The builder of one CNN family: options as ``_cnn``'s, the image shape read from the inputs."""
+
+    def build_family(inputs, options, featurizer):
+        _numeric(inputs, name)
+        opts = {**FAMILY_DEFAULTS[name], **options}
+        if "image_shape" not in opts:
+            opts["image_shape"] = image_shape(inputs.shape, name)
+        feat = featurizer or Identity(opts["image_shape"])
+        kwargs = {k: opts[k] for k in ("width", "blocks", "layers", "dropout")}
+        if "growth" in opts:  # densenet only (the options check refuses it elsewhere)
+            kwargs["growth"] = opts["growth"]
+        return feat, FAMILIES[name](opts["image_shape"][0], **kwargs), opts
+
+    return build_family
+
+
+for _name in FAMILIES:
+    PRESETS[_name] = _family(_name)
 
 
 @preset("text")
@@ -136,7 +174,12 @@ def build(
 
 
 __all__ = [
+    "FAMILIES",
     "FEATURIZERS",
+    "BlockNet",
+    "DenseNet",
+    "PlainNet",
+    "ResNet",
     "Featurizer",
     "Identity",
     "MLP",
