@@ -6,7 +6,7 @@ SHARED ?= ../shared
 # torch is pinned here (a CPU build on this machine's disk); the package metadata keeps a range.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: setup demo test test-slow lint clean bench-data bench bench-semisupervised bench-multilabel
+.PHONY: setup demo test test-slow lint clean bench-data bench bench-semisupervised bench-multilabel bench-multitask
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -45,6 +45,10 @@ bench-semisupervised: setup
 # Regenerates bench/results/multilabel.md (Yeast from river, installed by setup).
 bench-multilabel: setup
 	$(BIN)/amalgamator bench multilabel
+
+# Regenerates bench/results/multitask.md (FashionPairs from bench-data's Fashion-MNIST, Yeast from river).
+bench-multitask: setup
+	$(BIN)/amalgamator bench multitask
 
 lint: setup
 	$(BIN)/ruff check src tests

@@ -78,3 +78,25 @@ def test_quick_multilabel_bench_writes_ranked_tables(tmp_path, monkeypatch):
     assert 0.3 < runs[0]["rows"]["ANT"]["f1_micro"] < 1 and runs[0]["rows"]["ANT"]["reruns"] > 0
     saved = json.loads((tmp_path / "multilabel-quick.json").read_text())
     assert set(saved["settings"]) == {"2t-50", "3t-50"}
+
+
+@pytest.mark.slow
+def test_quick_multitask_bench_writes_ranked_per_task_tables(tmp_path, monkeypatch):
+    if importlib.util.find_spec("river") is None:
+        pytest.skip("Yeast needs pip install river (the bench extra)")
+    monkeypatch.setenv("AMALGAMATOR_CACHE", str(tmp_path / "cache"))
+    try:
+        results = run_suite("multitask", quick=True, out=tmp_path)
+    except Exception as exc:  # Fashion-MNIST missing on this machine
+        if "bench-data.sh" in str(exc):
+            pytest.skip(str(exc))
+        raise
+    md = (tmp_path / "multitask-quick.md").read_text()
+    for row in ("MuST", "KD", "CFL", "VENUS", "supervised bound", "T1 (densenet)", "T2 (resnet)"):
+        assert f"| {row} |" in md
+    assert "## Table 10" in md and "## Tabular case" in md and "avg rank ↓" in md
+    runs = results["settings"]["dr-30"]
+    assert 0.5 < runs[0]["rows"]["VENUS"]["roc_auc_mean"] <= 1 and len(runs[0]["rows"]["VENUS"]["accuracy"]) == 10
+    assert len(results["settings"]["yeast-30"][0]["rows"]["KD"]["roc_auc"]) == 14
+    saved = json.loads((tmp_path / "multitask-quick.json").read_text())
+    assert set(saved["settings"]) == {"dr-30", "yeast-30"}

@@ -32,6 +32,7 @@ SUITES: dict[str, Suite] = {
     "multiclass": Suite("multiclass", "Family A on Fashion-MNIST, letters and fortunes (MUKI Tables 1-4, CFL)"),
     "semisupervised": Suite("semisupervised", "Family B on SYN and HAPT sequences (thesis Ch. 3 Tables 3-5)"),
     "multilabel": Suite("multilabel", "Family C on Yeast: ANT and its baselines (thesis Ch. 4 Tables 7-9)"),
+    "multitask": Suite("multitask", "Family D on FashionPairs and Yeast: VENUS, baselines (thesis Ch. 5 Tables 10-12)"),
     "store": Suite("store_effect", "wall time of kd reading the teacher-output store vs running teachers every step"),
 }
 
