@@ -431,6 +431,7 @@ def _amalgamate(
         teachers=teachers, union=union, outputs=outputs, inputs=inputs, y=y, student=st, features=x, config=cfg
     )
     history = method_obj.run(ctx, _trainer(st, method_obj, x, cfg, out_path, resume))
+    st = ctx.student  # a method may hand back another student (Context.replace_student)
     return _finish(st, method, method_obj, teachers, student_options, cfg, y, history, store_obj, out_path, t_start)
 
 

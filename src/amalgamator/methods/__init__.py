@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (registration)
     routing,
     semisupervised,
     standardized,
+    targetnet,
     uhc,
     venus,
 )

@@ -108,6 +108,11 @@ class Context:
         net.head = nn.Linear(getattr(net.head, "in_features", None) or net.head.in_dim, n_outputs)
         return net
 
+    def replace_student(self, student: Any) -> None:
+        """Hand back a different trained student (TargetNet's assembled branches): the run saves and
+        returns ``ctx.student`` after ``Method.run``, whatever it is then."""
+        self.student = student
+
     @property
     def spaces(self) -> list[LabelSpace]:
         return [t.labels for t in self.teachers]

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import torch.nn as nn
 from pydantic import BeforeValidator, Field, StrictBool
+from typing_extensions import TypedDict
 
 from ..data import Inputs
 from ..errors import DataError, MethodError, check_options, suggest
@@ -156,6 +157,37 @@ def _text(inputs, options, featurizer):
 
 PRESETS["lstm"] = lstm_preset
 PRESETS["cnn1d"] = cnn1d_preset
+
+
+# The branched network TargetNet assembles (models/branched.py, `001` Eq. 10). Not a student to train from
+# scratch: its options come from method "targetnet", and are what load_student rebuilds it from.
+class BranchOption(TypedDict):
+    at: Width  # the branch-out block S (1-based)
+    hidden: Width  # the filter's hidden width
+    teacher: str  # the teacher whose blocks S+1..B and head rows the branch holds (for reading student.json)
+    tasks: list[str]  # the tasks it answers (ditto)
+
+
+PRESET_OPTIONS["branched"] = {
+    "base": Literal["plainnet", "resnet", "densenet"],
+    "base_options": dict[str, Any],
+    "branches": Annotated[list[BranchOption], Field(min_length=1)],
+}
+
+
+@preset("branched")
+def _branched(inputs, options, featurizer):
+    from .branched import BranchedNet
+
+    if "base" not in options or "branches" not in options:
+        raise DataError(
+            "student preset 'branched' is the model method 'targetnet' assembles, not one to train from scratch; "
+            "train with method='targetnet' and a block student such as student='plainnet'."
+        )
+    base, branches = options["base"], [dict(b) for b in options["branches"]]
+    feat, _, base_options = build(base, inputs, options.get("base_options"), featurizer)
+    net = BranchedNet(lambda: build(base, None, base_options, feat)[1], [(b["at"], b["hidden"]) for b in branches])
+    return feat, net, {"base": base, "base_options": base_options, "branches": branches}
 
 
 def featurizer_class(kind: str) -> type[Featurizer]:
