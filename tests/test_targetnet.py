@@ -288,3 +288,18 @@ def test_default_tasks_are_the_whole_union_and_a_seeded_run_repeats(trained, tmp
     xt, _ = images(50, 6)
     np.testing.assert_array_equal(runs[0].student.predict_proba(xt), runs[1].student.predict_proba(xt))
     np.testing.assert_array_equal(runs[0].method_object.block_losses, runs[1].method_object.block_losses)
+
+
+def test_student_at_assembles_every_task_at_one_block(trained):
+    """The per-block students of Fig. 3: every task branches at the given block."""
+    teachers, x = trained
+    res = am.amalgamate(teachers, x[:96], method="targetnet", epochs=1, method_options={"tasks": ["q3", "q0"]},
+                        **TRAIN)  # fmt: skip
+    m = res.method_object
+    for k in range(1, len(m.block_losses) + 1):
+        st = m.student_at(k)
+        assert st.kind == "multitask" and st.labels == ["q3", "q0"]
+        assert all(b["at"] == k for b in st.architecture["options"]["branches"])
+        assert st.predict_proba(x[:5]).shape == (5, 2)
+    with pytest.raises(MethodError, match="block must be"):
+        m.student_at(0)

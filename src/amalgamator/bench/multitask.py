@@ -34,6 +34,14 @@ Protocol (thesis §5.6, with the choices the thesis leaves open stated here and 
   KD (``kd-mt``), CFL (``cfl``, α = 0.5, τ = 1), VENUS (``venus``), all with their library defaults;
   and a supervised bound (the student architecture trained on the pool's true labels, not label-free).
   Each teacher alone is scored on its own tasks, for context.
+- TargetNet (paper `001`, homogeneous teachers): two ResNet teachers on the Table 10 task sets; the
+  user's customised tasks are one task only teacher 1 holds and one only teacher 2 holds. The student
+  (a ResNet like the teachers) is trained block by block, each block for a third of the students'
+  epochs (ours, so the four blocks together cost about what one student costs). Per block k, the
+  assembled model with both tasks branching out at k is scored by average precision on the test
+  images (the paper's Fig. 3 curves), beside the teachers' AP and the block Eq. 9 chose; a second run
+  on every task gives TargetNet's mAP against the teachers' on their own tasks, with the parameter
+  counts (the paper's Table 1).
 - Metrics: per task accuracy (threshold 0.5) and ROC-AUC on the test images, their means, and each
   method's average rank per metric (rank among MuST, KD, CFL and VENUS per task on the mean over seeds,
   1 = best, ties share the mean rank, averaged over the tasks; the supervised bound is not ranked).
@@ -73,7 +81,8 @@ class Setting:
 SETTINGS = [Setting("dr-30", ("densenet", "resnet"), 0.3), Setting("dr-75", ("densenet", "resnet"), 0.75),
             Setting("dr-50", ("densenet", "resnet"), 0.5), Setting("pr-50", ("plainnet", "resnet"), 0.5),
             Setting("pd-50", ("plainnet", "densenet"), 0.5),
-            Setting("yeast-30", ("mlp-256-128", "mlp-64"), 0.3, data="yeast")]  # fmt: skip
+            Setting("yeast-30", ("mlp-256-128", "mlp-64"), 0.3, data="yeast"),
+            Setting("targetnet", ("resnet", "resnet"), 0.3)]  # fmt: skip
 #: Table 11's sweep of the shared fraction, plotted (its 25 % column is Table 10's setting)
 SHARED_SWEEP = ["dr-75", "dr-50", "dr-30"]
 TABLES = {
@@ -81,8 +90,9 @@ TABLES = {
     "Table 11: share of tasks common to the two teachers (75, 50, 25 %)": SHARED_SWEEP,
     "Table 12: more pairs of teacher architectures (~50 % shared, different data)": ["pr-50", "dr-50", "pd-50"],
     "Tabular case (ours): Yeast's 14 labels as tasks, MLP teachers and student": ["yeast-30"],
-    # TargetNet (`001`, homogeneous teachers, AP per block) gets its own section, added with its method.
 }
+#: the TargetNet setting (`001`): its own job and section
+TARGETNET = "targetnet"
 #: architecture name → (student preset, options); the image families at their defaults
 ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
     "densenet": ("densenet", {}),
@@ -233,12 +243,44 @@ def _scores(proba: np.ndarray, y: np.ndarray, tasks: list[str]) -> dict[str, Any
     return {k: m[k] for k in ("accuracy", "roc_auc", "accuracy_mean", "roc_auc_mean")}
 
 
+def _teachers(setting: Setting, d: dict[str, Any], sets: list[list[int]], b: Budget, seed: int):
+    """Train the setting's teachers on their own images and tasks; score each on its tasks (test split)."""
+    from ..models.families import n_parameters
+
+    names = d["tasks"]
+    x_test, y_test = d["test"]
+    epochs = b.yeast_teacher_epochs if setting.data == "yeast" else b.teacher_epochs
+    teachers, out = [], []
+    for k, (arch, cols, (xt, yt)) in enumerate(zip(setting.teachers, sets, d["teachers"], strict=True)):
+        preset, options = ARCHS[arch]
+        tasks = [names[j] for j in cols]
+        t1 = time.perf_counter()
+        st = train_multitask(preset, xt, yt[:, cols], tasks, options, epochs=epochs, batch_size=b.batch_size,
+                             lr=b.lr, seed=1000 * seed + 17 * k + 1)  # fmt: skip
+        proba = st.predict_proba(x_test)
+        out.append({"name": f"T{k + 1}", "arch": arch, "tasks": tasks, "rows": len(xt),
+                    "parameters": n_parameters(st.network), "seconds": time.perf_counter() - t1,
+                    "ap": _ap(proba, y_test[:, cols], tasks), **_scores(proba, y_test[:, cols], tasks)})  # fmt: skip
+        teachers.append(as_teacher(st, f"T{k + 1}"))
+    return teachers, out
+
+
+def _ap(proba: np.ndarray, y: np.ndarray, tasks: list[str]) -> dict[str, float | None]:
+    """Average precision per task (None for a task whose test rows hold no positive)."""
+    from sklearn.metrics import average_precision_score
+
+    y = np.asarray(y).astype(int)
+    return {t: float(average_precision_score(y[:, j], proba[:, j])) if y[:, j].any() else None
+            for j, t in enumerate(tasks)}  # fmt: skip
+
+
 def run_job(key: str, seed: int, quick: bool) -> dict[str, Any]:
     """One setting and seed: train the teachers, then every row's student; score all on the test split."""
     from ..methods import REGISTRY
-    from ..models.families import n_parameters
     from .fashion_pairs import shared_fractions
 
+    if key == TARGETNET:
+        return run_targetnet(seed, quick)
     setting = next(s for s in SETTINGS if s.key == key)
     b = budget(quick)
     t0 = time.perf_counter()
@@ -246,21 +288,8 @@ def run_job(key: str, seed: int, quick: bool) -> dict[str, Any]:
     names = d["tasks"]
     sets = task_sets(setting, len(names))
     x_test, y_test = d["test"]
-    yeast = setting.data == "yeast"
-    t_epochs = b.yeast_teacher_epochs if yeast else b.teacher_epochs
-    s_epochs = b.yeast_student_epochs if yeast else b.student_epochs
-    teachers, teacher_out = [], []
-    for k, (arch, cols, (xt, yt)) in enumerate(zip(setting.teachers, sets, d["teachers"], strict=True)):
-        preset, options = ARCHS[arch]
-        tasks = [names[j] for j in cols]
-        t1 = time.perf_counter()
-        st = train_multitask(preset, xt, yt[:, cols], tasks, options, epochs=t_epochs, batch_size=b.batch_size,
-                             lr=b.lr, seed=1000 * seed + 17 * k + 1)  # fmt: skip
-        scores = _scores(st.predict_proba(x_test), y_test[:, cols], tasks)
-        teacher_out.append({"name": f"T{k + 1}", "arch": arch, "tasks": tasks, "rows": len(xt),
-                            "parameters": n_parameters(st.network), "seconds": time.perf_counter() - t1,
-                            **scores})  # fmt: skip
-        teachers.append(as_teacher(st, f"T{k + 1}"))
+    s_epochs = b.yeast_student_epochs if setting.data == "yeast" else b.student_epochs
+    teachers, teacher_out = _teachers(setting, d, sets, b, seed)
     x_pool, y_pool = d["pool"]
     student, student_options = STUDENTS[setting.data]
     common = dict(student=student, student_options=student_options, epochs=s_epochs, batch_size=b.batch_size,
@@ -286,6 +315,53 @@ def run_job(key: str, seed: int, quick: bool) -> dict[str, Any]:
             "seconds": time.perf_counter() - t0}  # fmt: skip
 
 
+def customised_tasks(sets: list[list[int]], names: list[str]) -> list[str]:
+    """TargetNet's two customised tasks: the first task only teacher 1 holds, the first only teacher 2 holds."""
+    own1 = [names[j] for j in sets[0] if j not in sets[1]]
+    own2 = [names[j] for j in sets[1] if j not in sets[0]]
+    return [own1[0], own2[0]]
+
+
+def run_targetnet(seed: int, quick: bool) -> dict[str, Any]:
+    """TargetNet's job: AP per block on the customised tasks (Fig. 3) and mAP on every task (Table 1)."""
+    setting = next(s for s in SETTINGS if s.key == TARGETNET)
+    b = budget(quick)
+    t0 = time.perf_counter()
+    d = _data(setting, seed, b)
+    names = d["tasks"]
+    sets = task_sets(setting, len(names))
+    x_test, y_test = d["test"]
+    teachers, teacher_out = _teachers(setting, d, sets, b, seed)
+    student, student_options = ARCHS[setting.teachers[0]]
+    block_epochs = max(1, b.student_epochs // 3)
+    common = dict(student=student, student_options=student_options, epochs=block_epochs, batch_size=b.batch_size,
+                  lr=b.lr, seed=seed, progress=False)  # fmt: skip
+    chosen = customised_tasks(sets, names)
+    cols = [names.index(t) for t in chosen]
+    out: dict[str, Any] = {"teachers": teacher_out, "tasks": names, "task_sets": [[names[j] for j in s] for s in sets],
+                           "customised": chosen}  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        res = timed_amalgamate(teachers, Path(tmp), common, data=d["pool"][0], method="targetnet",
+                               method_options={"tasks": chosen})  # fmt: skip
+        m = res.method_object
+        per_block = []
+        for k in range(1, len(m.block_losses) + 1):
+            proba = m.student_at(k).predict_proba(x_test)
+            per_block.append(_ap(proba, y_test[:, cols], chosen))
+        final = res.student.predict_proba(x_test)
+        out["custom"] = {"block_losses": m.loss_table(), "branch_points": m.branch_points, "ap_per_block": per_block,
+                         "ap": _ap(final, y_test[:, cols], chosen), "parameters": m.parameters,
+                         "seconds": res.timings["wall"]}  # fmt: skip
+        res = timed_amalgamate(teachers, Path(tmp), common, data=d["pool"][0], method="targetnet")
+        m = res.method_object
+        idx = [names.index(t) for t in m.tasks]
+        proba = res.student.predict_proba(x_test)
+        out["all"] = {"tasks": m.tasks, "ap": _ap(proba, y_test[:, idx], m.tasks), "parameters": m.parameters,
+                      "branch_points": m.branch_points, "seconds": res.timings["wall"]}  # fmt: skip
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
 # Running ---------------------------------------------------------------------------------------
 
 
@@ -299,7 +375,7 @@ def _config(key: str, quick: bool) -> dict[str, Any]:
 
 
 def settings_for(quick: bool) -> list[Setting]:
-    return [s for s in SETTINGS if s.key in ("dr-30", "yeast-30")] if quick else SETTINGS
+    return [s for s in SETTINGS if s.key in ("dr-30", "yeast-30", TARGETNET)] if quick else SETTINGS
 
 
 def run(out: Path, quick: bool = False, seeds: int | None = None, workers: int | None = None) -> dict:
@@ -329,7 +405,7 @@ def run(out: Path, quick: bool = False, seeds: int | None = None, workers: int |
     suffix = "-quick" if quick else ""
     write_json(out / f"multitask{suffix}.json", results)
     figure = _plot(results, out / f"multitask-shared{suffix}.png")
-    md = render(results, figure)
+    md = render(results, figure, out)
     (out / f"multitask{suffix}.md").write_text(md)
     progress.console.print(md, markup=False, highlight=False)
     return results
@@ -362,7 +438,7 @@ def _teacher_values(results: dict, key: str, k: int, metric: str, task: str | No
 
 def _rows_present(results: dict, key: str | None = None) -> list[str]:
     keys = [key] if key is not None else list(results["settings"])
-    present = {r for k in keys for run in results["settings"][k] for r in run["rows"]}
+    present = {r for k in keys for run in results["settings"][k] for r in run.get("rows", {})}
     return [r for r in [*ROWS, BOUND] if r in present]
 
 
@@ -428,8 +504,8 @@ def _title(results: dict, key: str) -> str:
             f"teacher ({100 * first['shared_fraction']:.0f} %)")  # fmt: skip
 
 
-def render(results: dict, figure: Path | None) -> str:
-    keys = list(results["settings"])
+def render(results: dict, figure: Path | None, out: Path | None = None) -> str:
+    keys = [k for k in results["settings"] if k != TARGETNET]  # TargetNet has its own section
     b = results["budget"]
     lines = [
         "# Multi-task amalgamation on FashionPairs and Yeast (thesis Ch. 5, Tables 10–12)", "",
@@ -453,7 +529,8 @@ def render(results: dict, figure: Path | None) -> str:
             lines += [f"### {_title(results, key)}", "", _teacher_line(results, key), ""]
             for metric, label in METRICS.items():
                 lines += [f"{label}:", "", _table(results, key, metric), ""]
-    # TargetNet's section (`001` Table 1 and Fig. 3: AP per task per block) goes here when its method lands.
+    if TARGETNET in results["settings"]:
+        lines += _targetnet_section(results, out)
     if figure is not None:
         lines += ["## Mean accuracy and ROC-AUC against the share of tasks common to the two teachers (Table 11)",
                   "", f"![shared tasks]({figure.name})", ""]  # fmt: skip
@@ -464,6 +541,72 @@ def render(results: dict, figure: Path | None) -> str:
               + ", ".join(f"{k} {np.mean([r['seconds'] for r in results['settings'][k]]):.0f}" for k in keys)
               + ".", ""]  # fmt: skip
     return "\n".join(lines)
+
+
+def _mean_sd(values: list[float | None]) -> str:
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    if not len(v):
+        return "—"
+    return f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.3f}"
+
+
+def _targetnet_section(results: dict, out: Path | None) -> list[str]:
+    """`001`'s Fig. 3 (AP per block, two customised tasks) and Table 1 (mAP against the teachers)."""
+    runs = results["settings"][TARGETNET]
+    chosen = runs[0]["customised"]
+    n_blocks = len(runs[0]["custom"]["ap_per_block"])
+    owner = {t: te["name"] for te in runs[0]["teachers"] for t in te["tasks"] if t in chosen}
+    rows = []
+    for t in chosen:
+        cells = [_mean_sd([r["custom"]["ap_per_block"][k][t] for r in runs]) for k in range(n_blocks)]
+        teacher = _mean_sd([te["ap"][t] for r in runs for te in r["teachers"] if t in te["tasks"]])
+        picks = ", ".join(str(r["custom"]["branch_points"][t]) for r in runs)
+        final = _mean_sd([r["custom"]["ap"][t] for r in runs])
+        rows.append([f"{t} ({owner[t]})", *cells, final, picks, teacher])
+    lines = ["## TargetNet (`001`): homogeneous ResNet teachers, customised tasks", "",
+             f"Customised tasks: {', '.join(chosen)}. AP of the model branching out at each block (test images), "
+             "the model Eq. 9 assembled, the block it chose per seed, and the owning teacher's AP:", "",
+             markdown_table(["task", *[f"block {k + 1}" for k in range(n_blocks)], "TargetNet", "branch-out",
+                             "teacher"], rows), ""]  # fmt: skip
+    maps = {"TargetNet (all tasks)": [np.mean([v for v in r["all"]["ap"].values() if v is not None]) for r in runs]}
+    for k, te in enumerate(runs[0]["teachers"]):
+        maps[f"teacher {te['name']} (its {len(te['tasks'])} tasks)"] = [
+            np.mean([v for v in r["teachers"][k]["ap"].values() if v is not None]) for r in runs
+        ]
+    params = {"TargetNet (all tasks)": runs[0]["all"]["parameters"]["student"]}
+    params.update(
+        {f"teacher {te['name']} (its {len(te['tasks'])} tasks)": te["parameters"] for te in runs[0]["teachers"]}
+    )
+    table = [[k, _mean_sd(v), f"{params[k]:,}"] for k, v in maps.items()]
+    lines += ["mAP on the test images (`001` Table 1) and parameters:", "",
+              markdown_table(["model", "mAP", "parameters"], table), ""]  # fmt: skip
+    if out is not None:
+        figure = _targetnet_plot(runs, chosen, out / f"multitask-targetnet{'-quick' if results['quick'] else ''}.png")
+        lines += [f"![AP per block]({figure.name})", ""]
+    return lines
+
+
+def _targetnet_plot(runs: list[dict], chosen: list[str], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_blocks = len(runs[0]["custom"]["ap_per_block"])
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for t in chosen:
+        ap = [np.mean([r["custom"]["ap_per_block"][k][t] or 0.0 for r in runs]) for k in range(n_blocks)]
+        line = ax.plot(range(1, n_blocks + 1), ap, marker="o", label=f"{t}: branch out at block k")[0]
+        teacher = np.mean([te["ap"][t] or 0.0 for r in runs for te in r["teachers"] if t in te["tasks"]])
+        ax.axhline(teacher, linestyle="--", color=line.get_color(), label=f"{t}: its teacher")
+    ax.set_xlabel("branch-out block k")
+    ax.set_ylabel("average precision (test)")
+    ax.set_xticks(range(1, n_blocks + 1))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _summary(results: dict, keys: list[str], ranked: bool) -> str:

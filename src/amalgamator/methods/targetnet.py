@@ -444,7 +444,8 @@ class TargetNet(Method):
         self.block_losses = torch.stack(losses).numpy()
         at = branch_out(self.block_losses)
         self.branch_points = {t: int(s) for t, s in zip(c.tasks, at, strict=True)}
-        net, arch = assemble(base, dict(st.architecture["options"]), st.featurizer, blocks, filters, views, c, at)
+        self._assembly = (base, dict(st.architecture["options"]), st.featurizer, blocks, filters, views, c)
+        net, arch = assemble(*self._assembly, at)
         # The assembled network is the run's student (Eq. 10), handed back to the API, which saves it.
         ctx.replace_student(Student(st.featurizer, net, list(c.tasks), "multitask", arch))
         self.parameters = {"student": n_weights(net), "teachers": sum(n_weights(t.model) for t in ctx.teachers)}
@@ -456,6 +457,17 @@ class TargetNet(Method):
             "target_entropy": F.binary_cross_entropy(target[rows], target[rows], reduction="none").mean(0),
         }
         return combined_history(self.stage_histories)
+
+    def student_at(self, block: int) -> Student:
+        """The assembled student with every chosen task branching out at ``block`` (1-based), whatever
+        Eq. 9 chose: the per-block curves of the paper's Fig. 3 score these."""
+        if not hasattr(self, "_assembly"):
+            raise MethodError("method 'targetnet' has no trained blocks yet: run it first.")
+        base, options, featurizer, blocks, filters, views, c = self._assembly
+        if not 1 <= block <= len(blocks):
+            raise MethodError(f"method 'targetnet': block must be 1..{len(blocks)}, got {block}.")
+        net, arch = assemble(base, options, featurizer, blocks, filters, views, c, [block] * len(c.tasks))
+        return Student(featurizer, net.eval(), list(c.tasks), "multitask", arch)
 
     def loss(self, batch: dict[str, torch.Tensor], out: StudentOutput) -> torch.Tensor:
         raise MethodError("method 'targetnet' trains block by block through run(); it has no single student loss.")
