@@ -42,7 +42,7 @@ def test_settings_cover_the_three_tables_and_yeast():
     assert MT.STUDENTS["fashion"][0] == "resnet"  # the thesis's student backbone, ResNet18
     assert set(MT.ROWS) == {"MuST", "KD", "CFL", "VENUS"}
     assert {m for m, _ in MT.ROWS.values()} <= set(REGISTRY)
-    assert [s.key for s in MT.settings_for(True)] == ["dr-30", "yeast-30"]
+    assert [s.key for s in MT.settings_for(True)] == ["dr-30", "yeast-30", MT.TARGETNET]
 
 
 def test_quick_budget_is_smaller_and_keeps_enough_steps():
