@@ -99,4 +99,7 @@ def test_quick_multitask_bench_writes_ranked_per_task_tables(tmp_path, monkeypat
     assert 0.5 < runs[0]["rows"]["VENUS"]["roc_auc_mean"] <= 1 and len(runs[0]["rows"]["VENUS"]["accuracy"]) == 10
     assert len(results["settings"]["yeast-30"][0]["rows"]["KD"]["roc_auc"]) == 14
     saved = json.loads((tmp_path / "multitask-quick.json").read_text())
-    assert set(saved["settings"]) == {"dr-30", "yeast-30"}
+    assert set(saved["settings"]) == {"dr-30", "yeast-30", "targetnet"}
+    tn = results["settings"]["targetnet"][0]
+    assert len(tn["custom"]["ap_per_block"]) == 4 and "## TargetNet" in md
+    assert (tmp_path / "multitask-targetnet-quick.png").stat().st_size > 1000
