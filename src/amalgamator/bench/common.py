@@ -173,3 +173,29 @@ def run_jobs(
             worker.terminate()
         raise
     pool.shutdown()
+
+
+def run_cached(
+    suite: str, keys: list[str], n_seeds: int, quick: bool, config: Callable[[str, bool], dict[str, Any]],
+    job: Callable[..., dict[str, Any]], workers: int | None = None,
+) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
+    """Every (key, seed) job of a suite: ``job(key, seed, quick)`` on worker processes, each finished result
+    kept under the suite's parts folder with ``config(key, quick)``, so a rerun reuses what matches and an
+    interrupted run resumes. Returns the results per key, in seed order."""
+    jobs = [(k, s) for k in keys for s in range(n_seeds)]
+
+    def path(j: tuple) -> Path:
+        return part_path(suite, j[0], j[1], quick)
+
+    done = {j: p for j in jobs if (p := load_part(path(j), config(j[0], quick))) is not None}
+    if done:
+        progress.console.print(f"reusing {len(done)} finished job(s) from {path(jobs[0]).parent}")
+    todo = [j for j in jobs if j not in done]
+    workers = max(1, min(workers or default_workers(), len(todo) or 1))
+
+    def finished(j: tuple, result: dict[str, Any], seconds: float) -> None:
+        done[j[:2]] = result
+        save_part(path(j[:2]), config(j[0], quick), result)
+
+    run_jobs(job, [(*j, quick) for j in todo], workers, finished, lambda j: f"[bold]{j[0]}[/] seed {j[1]}")
+    return {k: [done[(k, s)] for s in range(n_seeds)] for k in keys}

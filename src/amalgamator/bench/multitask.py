@@ -64,7 +64,7 @@ from ..kinds import multitask_metrics
 from ..methods.base import Method, StudentOutput
 from ..report import markdown_table, write_json
 from ..student import Student
-from .common import default_workers, load_part, machine, part_path, run_jobs, save_part, timed_amalgamate
+from .common import machine, run_cached, timed_amalgamate
 
 
 @dataclass(frozen=True)
@@ -384,24 +384,9 @@ def run(out: Path, quick: bool = False, seeds: int | None = None, workers: int |
     keys = [s.key for s in settings_for(quick)]
     for method in _config(keys[0], quick)["unavailable"]:
         progress.warn(f"method {method!r} is not registered in this checkout; its rows are skipped.")
-    jobs = [(k, s) for k in keys for s in range(n_seeds)]  # Yeast last: the image jobs are the long ones
-
-    def path(job: tuple) -> Path:
-        return part_path("multitask", job[0], job[1], quick)
-
-    done = {job: p for job in jobs if (p := load_part(path(job), _config(job[0], quick))) is not None}
-    if done:
-        progress.console.print(f"reusing {len(done)} finished job(s) from {path(jobs[0]).parent}")
-    todo = [job for job in jobs if job not in done]
-    workers = max(1, min(workers or default_workers(), len(todo) or 1))
-
-    def finished(job: tuple, result: dict[str, Any], seconds: float) -> None:
-        done[job[:2]] = result
-        save_part(path(job[:2]), _config(job[0], quick), result)
-
-    run_jobs(run_job, [(*job, quick) for job in todo], workers, finished, lambda j: f"[bold]{j[0]}[/] seed {j[1]}")
+    settings = run_cached("multitask", keys, n_seeds, quick, _config, run_job, workers)
     results = {"seeds": n_seeds, "quick": quick, "budget": budget(quick).__dict__, "machine": machine(),
-               "settings": {k: [done[(k, s)] for s in range(n_seeds)] for k in keys}}  # fmt: skip
+               "settings": settings}  # fmt: skip
     suffix = "-quick" if quick else ""
     write_json(out / f"multitask{suffix}.json", results)
     figure = _plot(results, out / f"multitask-shared{suffix}.png")

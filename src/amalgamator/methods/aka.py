@@ -45,7 +45,6 @@ import torch
 import torch.nn as nn
 
 from ..progress import warn
-from ..store import LOGITS, feature_piece
 from ..teachers import Teacher
 from .base import Context, Count, Method, NonNegative, StudentOutput, Trainer, register
 from .multilabel import FAMILY, MULTILABEL_KINDS, THESIS, Parts, bce_to_target, teacher_parts
@@ -127,15 +126,11 @@ class AKA(Method):
         self.label_histories: list[Any] = []
 
     def pieces(self, teacher: Teacher) -> list[str]:
-        return [LOGITS] + ([feature_piece(teacher.features[-1])] if teacher.features else [])
+        return self.tapped_pieces(teacher)
 
     def teacher_features(self, ctx: Context) -> dict[int, torch.Tensor]:
         """Each tapped teacher's last feature tap on every row, flattened: {teacher index: (rows, D_k)}."""
-        return {
-            i: ctx.outputs[i][feature_piece(t.features[-1])].float().flatten(1)
-            for i, t in enumerate(ctx.teachers)
-            if t.features
-        }
+        return {i: self.tap(ctx, i).float().flatten(1) for i, t in enumerate(ctx.teachers) if t.features}
 
     def run(self, ctx: Context, train: Trainer) -> Any:
         """Stage 1: a network per union label; stage 2: the student from all of them."""

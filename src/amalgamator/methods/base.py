@@ -27,7 +27,7 @@ from ..data import Inputs
 from ..errors import MethodError, check_options, suggest
 from ..kinds import teacher_kinds
 from ..labels import LabelSpace, owner_mask
-from ..store import LOGITS
+from ..store import LOGITS, feature_piece
 from ..teachers import Teacher
 
 REGISTRY: dict[str, type[Method]] = {}
@@ -191,6 +191,25 @@ class Method:
 
     def pieces(self, teacher: Teacher) -> list[str]:
         return [LOGITS]
+
+    @staticmethod
+    def tapped_pieces(teacher: Teacher) -> list[str]:
+        """Logits and the teacher's last feature tap, for methods that match teachers' features."""
+        return [LOGITS] + ([feature_piece(teacher.features[-1])] if teacher.features else [])
+
+    @staticmethod
+    def tap(ctx: Context, i: int) -> torch.Tensor:
+        """Teacher ``i``'s stored output at its last feature tap, one row per training row."""
+        return ctx.outputs[i][feature_piece(ctx.teachers[i].features[-1])]
+
+    def require_taps(self, teachers: list[Teacher], what: str, layer: str) -> None:
+        """Refuse a teacher without a feature tap, saying which module path to give."""
+        for t in teachers:
+            if not t.features:
+                raise MethodError(
+                    f"method {self.name!r} needs {what} {t.name!r}: create it with "
+                    f"Teacher(..., features='<{layer}>') (the module path of that layer)."
+                )
 
     def validate(self, teachers: list[Teacher]) -> None:
         """Refuse teachers this method cannot use, with an actionable message naming the methods that fit."""

@@ -48,7 +48,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import MethodError
-from ..store import LOGITS, feature_piece
 from ..teachers import Teacher
 from .base import Context, Method, Positive, Probability, StudentOutput, register, soft_cross_entropy, union_logits
 from .multilabel import MULTILABEL_KINDS
@@ -203,20 +202,15 @@ class CFL(Method):
         self.multilabel = False
 
     def pieces(self, teacher: Teacher) -> list[str]:
-        return [LOGITS] + ([feature_piece(teacher.features[-1])] if teacher.features else [])
+        return self.tapped_pieces(teacher)
 
     def validate(self, teachers: list[Teacher]) -> None:
         super().validate(teachers)
-        for t in teachers:
-            if not t.features:
-                raise MethodError(
-                    f"method 'cfl' needs a feature tap on teacher {t.name!r}: create it with "
-                    "Teacher(..., features='<module path>') (the teacher's final feature layer)."
-                )
+        self.require_taps(teachers, "a feature tap on teacher", "final feature layer")
 
     def prepare(self, ctx: Context) -> dict[str, torch.Tensor]:
         tau = float(self.options["tau"])
-        feats = [ctx.outputs[i][feature_piece(t.features[-1])] for i, t in enumerate(ctx.teachers)]
+        feats = [self.tap(ctx, i) for i in range(len(ctx.teachers))]
         for t, f in zip(ctx.teachers, feats, strict=True):
             layout(f.shape[1:], f"teacher {t.name!r}'s feature tap {t.features[-1]!r}")
         student_shape = ctx.student_shapes()["features"]

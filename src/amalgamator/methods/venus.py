@@ -35,7 +35,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import MethodError
-from ..store import LOGITS, feature_piece
 from ..teachers import Teacher
 from .base import Context, Method, StudentOutput, place_in_union, register
 from .multilabel import Parts, bce_to_target, teacher_parts
@@ -154,22 +153,15 @@ class VENUS(MultiTaskMethod):
         self.feature_log: list[float] = []
 
     def pieces(self, teacher: Teacher) -> list[str]:
-        return [LOGITS] + ([feature_piece(teacher.features[-1])] if teacher.features else [])
+        return self.tapped_pieces(teacher)
 
     def validate(self, teachers: list[Teacher]) -> None:
         super().validate(teachers)
-        for t in teachers:
-            if not t.features:
-                raise MethodError(
-                    f"method 'venus' needs the final shared representation of teacher {t.name!r}: create it with "
-                    "Teacher(..., features='<final shared layer>') (the module path of its last shared layer)."
-                )
+        self.require_taps(teachers, "the final shared representation of teacher", "final shared layer")
 
     def prepare(self, ctx: Context) -> dict[str, torch.Tensor]:
         targets = super().prepare(ctx)
-        feats = [
-            pool_feature(ctx.outputs[i][feature_piece(t.features[-1])].float()) for i, t in enumerate(ctx.teachers)
-        ]
+        feats = [pool_feature(self.tap(ctx, i).float()) for i in range(len(ctx.teachers))]
         (student_dim,) = ctx.student_shapes()["features"]  # the student's F_s is a flattened vector
         self.consolidator = FeatureConsolidator(student_dim, [f.shape[1] for f in feats])
         self.feature_log = []
