@@ -231,8 +231,10 @@ def test_suite_is_registered():
 
 
 def _targetnet_run(shift: float) -> dict:
-    teachers = [{"name": "T1", "arch": "resnet", "tasks": ["a", "b"], "parameters": 1000, "ap": {"a": 0.9, "b": 0.8}},
-                {"name": "T2", "arch": "resnet", "tasks": ["b", "c"], "parameters": 1000, "ap": {"b": 0.7, "c": 0.6}}]
+    teachers = [
+        {"name": "T1", "arch": "resnet", "tasks": ["a", "b"], "parameters": 1000, "ap": {"a": 0.9, "b": 0.8}},
+        {"name": "T2", "arch": "resnet", "tasks": ["b", "c"], "parameters": 1000, "ap": {"b": 0.7, "c": 0.6}},
+    ]
     per_block = [{"a": 0.5 + shift, "c": 0.4}, {"a": 0.7 + shift, "c": 0.5}, {"a": 0.8, "c": 0.55}]
     return {"teachers": teachers, "tasks": TASKS, "task_sets": [["a", "b"], ["b", "c"]], "customised": ["a", "c"],
             "custom": {"block_losses": {}, "branch_points": {"a": 3, "c": 2}, "ap_per_block": per_block,
