@@ -199,3 +199,16 @@ def run_cached(
 
     run_jobs(job, [(*j, quick) for j in todo], workers, finished, lambda j: f"[bold]{j[0]}[/] seed {j[1]}")
     return {k: [done[(k, s)] for s in range(n_seeds)] for k in keys}
+
+
+def suite_results(
+    suite: str, keys: list[str], quick: bool, seeds: int | None, workers: int | None,
+    config: Callable[[str, bool], dict[str, Any]], job: Callable[..., dict[str, Any]], budget: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """A (setting, seed) suite's results: warn about rows whose method is missing, run (or reuse) every job
+    through :func:`run_cached`, and gather them with the run's seeds, budget and machine."""
+    n_seeds = seeds or (1 if quick else 3)
+    for method in config(keys[0], quick)["unavailable"]:
+        progress.warn(f"method {method!r} is not registered in this checkout; its rows are skipped.")
+    settings = run_cached(suite, keys, n_seeds, quick, config, job, workers)
+    return {"seeds": n_seeds, "quick": quick, "budget": budget, "machine": machine(), "settings": settings}

@@ -40,7 +40,7 @@ from .. import progress
 from ..kinds import multilabel_metrics
 from ..models.chain import ChainClassifier
 from ..report import markdown_table, write_json
-from .common import machine, run_cached, timed_amalgamate
+from .common import suite_results, timed_amalgamate
 from .yeast import teacher_data_split, teacher_label_sets, yeast_splits
 
 
@@ -196,13 +196,8 @@ def settings_for(quick: bool) -> list[Setting]:
 
 def run(out: Path, quick: bool = False, seeds: int | None = None, workers: int | None = None) -> dict:
     """Every (setting, seed) job on worker processes; finished jobs are cached, so a run resumes."""
-    n_seeds = seeds or (1 if quick else 3)
     keys = [s.key for s in settings_for(quick)]
-    for method in _config(keys[0], quick)["unavailable"]:
-        progress.warn(f"method {method!r} is not registered in this checkout; its rows are skipped.")
-    settings = run_cached("multilabel", keys, n_seeds, quick, _config, run_job, workers)
-    results = {"seeds": n_seeds, "quick": quick, "budget": budget(quick).__dict__, "machine": machine(),
-               "settings": settings}  # fmt: skip
+    results = suite_results("multilabel", keys, quick, seeds, workers, _config, run_job, budget(quick).__dict__)
     suffix = "-quick" if quick else ""
     write_json(out / f"multilabel{suffix}.json", results)
     figure = _plot(results, out / f"multilabel-f1-shared{suffix}.png")

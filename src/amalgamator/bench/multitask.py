@@ -64,7 +64,7 @@ from ..kinds import multitask_metrics
 from ..methods.base import Method, StudentOutput
 from ..report import markdown_table, write_json
 from ..student import Student
-from .common import machine, run_cached, timed_amalgamate
+from .common import suite_results, timed_amalgamate
 
 
 @dataclass(frozen=True)
@@ -274,6 +274,17 @@ def _ap(proba: np.ndarray, y: np.ndarray, tasks: list[str]) -> dict[str, float |
             for j, t in enumerate(tasks)}  # fmt: skip
 
 
+def _job_start(key: str, seed: int, quick: bool) -> tuple[Any, ...]:
+    """What every job starts from: its setting, budget, data, task names and sets, and trained teachers."""
+    setting = next(s for s in SETTINGS if s.key == key)
+    b = budget(quick)
+    d = _data(setting, seed, b)
+    names = d["tasks"]
+    sets = task_sets(setting, len(names))
+    teachers, teacher_out = _teachers(setting, d, sets, b, seed)
+    return setting, b, d, names, sets, teachers, teacher_out
+
+
 def run_job(key: str, seed: int, quick: bool) -> dict[str, Any]:
     """One setting and seed: train the teachers, then every row's student; score all on the test split."""
     from ..methods import REGISTRY
@@ -281,15 +292,10 @@ def run_job(key: str, seed: int, quick: bool) -> dict[str, Any]:
 
     if key == TARGETNET:
         return run_targetnet(seed, quick)
-    setting = next(s for s in SETTINGS if s.key == key)
-    b = budget(quick)
     t0 = time.perf_counter()
-    d = _data(setting, seed, b)
-    names = d["tasks"]
-    sets = task_sets(setting, len(names))
+    setting, b, d, names, sets, teachers, teacher_out = _job_start(key, seed, quick)
     x_test, y_test = d["test"]
     s_epochs = b.yeast_student_epochs if setting.data == "yeast" else b.student_epochs
-    teachers, teacher_out = _teachers(setting, d, sets, b, seed)
     x_pool, y_pool = d["pool"]
     student, student_options = STUDENTS[setting.data]
     common = dict(student=student, student_options=student_options, epochs=s_epochs, batch_size=b.batch_size,
@@ -324,14 +330,9 @@ def customised_tasks(sets: list[list[int]], names: list[str]) -> list[str]:
 
 def run_targetnet(seed: int, quick: bool) -> dict[str, Any]:
     """TargetNet's job: AP per block on the customised tasks (Fig. 3) and mAP on every task (Table 1)."""
-    setting = next(s for s in SETTINGS if s.key == TARGETNET)
-    b = budget(quick)
     t0 = time.perf_counter()
-    d = _data(setting, seed, b)
-    names = d["tasks"]
-    sets = task_sets(setting, len(names))
+    setting, b, d, names, sets, teachers, teacher_out = _job_start(TARGETNET, seed, quick)
     x_test, y_test = d["test"]
-    teachers, teacher_out = _teachers(setting, d, sets, b, seed)
     student, student_options = ARCHS[setting.teachers[0]]
     block_epochs = max(1, b.student_epochs // 3)
     common = dict(student=student, student_options=student_options, epochs=block_epochs, batch_size=b.batch_size,
@@ -380,13 +381,8 @@ def settings_for(quick: bool) -> list[Setting]:
 
 def run(out: Path, quick: bool = False, seeds: int | None = None, workers: int | None = None) -> dict:
     """Every (setting, seed) job on worker processes; finished jobs are cached, so a run resumes."""
-    n_seeds = seeds or (1 if quick else 3)
     keys = [s.key for s in settings_for(quick)]
-    for method in _config(keys[0], quick)["unavailable"]:
-        progress.warn(f"method {method!r} is not registered in this checkout; its rows are skipped.")
-    settings = run_cached("multitask", keys, n_seeds, quick, _config, run_job, workers)
-    results = {"seeds": n_seeds, "quick": quick, "budget": budget(quick).__dict__, "machine": machine(),
-               "settings": settings}  # fmt: skip
+    results = suite_results("multitask", keys, quick, seeds, workers, _config, run_job, budget(quick).__dict__)
     suffix = "-quick" if quick else ""
     write_json(out / f"multitask{suffix}.json", results)
     figure = _plot(results, out / f"multitask-shared{suffix}.png")
