@@ -94,6 +94,26 @@ def test_temperature_and_balance_hit_their_targets():
     torch.testing.assert_close(balance(logits.softmax(-1), q).mean(0), q, atol=1e-4, rtol=0)
 
 
+def test_balancing_the_decisions_predicts_a_diffuse_class():
+    """A class whose mass is spread thinly (0.2-0.3 on every row, as from a heavily tempered teacher)
+    gets its quarter of the mass under mass balancing but almost no predictions; balancing the
+    sharpened posterior moves the predictions toward the prior, the more the sharper."""
+    torch.manual_seed(0)
+    n = 400
+    others = (torch.randn(n, 3) * 4).softmax(-1)  # classes b, c, d: a confident teacher
+    a = 0.2 + 0.1 * torch.rand(n, 1)
+    posterior = torch.cat([a, (1 - a) * others], 1)
+    uniform = torch.full((4,), 0.25)
+    share_of_a = {}
+    for s in (1.0, 0.5, 0.25):
+        balanced = balance(posterior, uniform, sharpness=s)
+        sharpened = (balanced.log() / s).softmax(-1)
+        torch.testing.assert_close(sharpened.mean(0), uniform, atol=1e-4, rtol=0)  # what meets the prior
+        share_of_a[s] = float((balanced.argmax(1) == 0).float().mean())
+    assert share_of_a[1.0] < 0.01  # a quarter of the mass, 1 prediction in 400
+    assert share_of_a[1.0] < share_of_a[0.5] < share_of_a[0.25]
+
+
 def test_prior_option_errors_name_the_problem(pool):
     x, _ = pool
     teachers = _teachers(overconfident=False)

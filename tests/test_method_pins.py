@@ -262,8 +262,11 @@ def test_calibrated_temperature_fitting_absorbs_a_teachers_logit_scale_and_false
 def test_calibrated_prior_none_leaves_the_skew_and_uniform_removes_it():
     ctx = _ctx(CAL_LABELS, _skewed_pool())
     uniform = torch.full((4,), 0.25)
-    _, balanced = _calibrated(ctx, prior="uniform")
-    torch.testing.assert_close(balanced.mean(0), uniform, atol=1e-4, rtol=0)
+    _, balanced = _calibrated(ctx, prior="uniform")  # default balance_sharpness 0.5: the decisions
+    sharpened = (balanced.log() / 0.5).softmax(-1)
+    torch.testing.assert_close(sharpened.mean(0), uniform, atol=1e-4, rtol=0)
+    _, mass = _calibrated(ctx, prior="uniform", balance_sharpness=1.0)  # Saerens: the mass
+    torch.testing.assert_close(mass.mean(0), uniform, atol=1e-4, rtol=0)
     _, raw = _calibrated(ctx, prior="none")
     assert (raw.mean(0) - uniform).abs().max() > 0.1  # 12 of 18 rows are 'a': the pool mean leans to 'a'
     assert int(raw.mean(0).argmax()) == 0

@@ -77,6 +77,7 @@ ABLATION = {
 CALIBRATED = {
     "calibrated": {},
     "calibrated T everywhere": {"mixture_power": 1.0},
+    "calibrated mass balanced": {"balance_sharpness": 1.0},
     "calibrated w/o temperature": {"temperature": False},
     "calibrated w/o prior": {"prior": "none"},
 }
@@ -571,8 +572,10 @@ def _calibrated_section(results: dict, cell: Callable[[str, str], str]) -> list[
     return ["", "## Calibrated integration (ours) and its ablations", "",
             "`calibrated`: temperatures fitted to each teacher's pool share, teachers gated by calibrated excess "
             "confidence, targets mixing each teacher at √T (`mixture_power` 0.5), class prior balanced to uniform "
-            "(see `amalgamator.methods.calibrated`). 'T everywhere': targets mix the tempered teachers "
-            "(`mixture_power` 1, the previous default); 'w/o temperature': T = 1; 'w/o prior': no balancing.", "",
+            "on the posterior sharpened to temperature 0.5 (`balance_sharpness`: the decisions, not the mass; see "
+            "`amalgamator.methods.calibrated`). 'T everywhere': targets mix the tempered teachers "
+            "(`mixture_power` 1); 'mass balanced': the pool-mean probability meets the prior (`balance_sharpness` 1, "
+            "the previous default); 'w/o temperature': T = 1; 'w/o prior': no balancing.", "",
             markdown_table(["row", *[cases_[k]["title"] for k in keys]], rows)]  # fmt: skip
 
 

@@ -64,10 +64,11 @@ FREE_METHODS = {"kd": ("kd", {}), "cfl": ("cfl", {}), "uhc": ("uhc", {}), "muki-
                 "kd-std": ("kd-std", {}), "max-logit": ("max-logit", {}), "energy": ("energy", {}),
                 "auto": ("auto", {}), "calibrated": ("calibrated", {}),
                 "calibrated T everywhere": ("calibrated", {"mixture_power": 1.0}),
+                "calibrated mass balanced": ("calibrated", {"balance_sharpness": 1.0}),
                 "calibrated w/o temperature": ("calibrated", {"temperature": False}),
                 "calibrated w/o prior": ("calibrated", {"prior": "none"})}  # fmt: skip
 ROW_ORDER = ["sup", "selftrain", "kd", "cfl", "uhc", "supkd", "supuhc", "tc", "tc+labels", "muki-soft", "kd-std",
-             "max-logit", "energy", "auto", "auto+labels", "calibrated", "calibrated T everywhere",
+             "max-logit", "energy", "auto", "auto+labels", "calibrated", "calibrated T everywhere", "calibrated mass balanced",
              "calibrated w/o temperature",
              "calibrated w/o prior"]  # fmt: skip
 ROW_NAMES = {"sup": "SupLSTM", "selftrain": "SelfTrain", "kd": "KD", "cfl": "CFL", "uhc": "UHC", "supkd": "SupKD",
