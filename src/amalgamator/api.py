@@ -402,6 +402,10 @@ def _amalgamate(
     t_start = time.perf_counter()
     method_obj, method = _method(method, method_options)
     teachers = _check_teachers(teachers)
+    if "embedding" in teacher_kinds(teachers):
+        method_obj.validate(teachers)
+        cfg.validate()
+        return _amalgamate_embeddings(teachers, data, method_obj, method, cfg, out, resume, overwrite, steps, t_start)
     union = LabelSpace.union([t.labels for t in teachers])
     kind = method_obj.student_kind(teacher_kinds(teachers))
     cfg.validate()
@@ -433,6 +437,62 @@ def _amalgamate(
     history = method_obj.run(ctx, _trainer(st, method_obj, x, cfg, out_path, resume))
     st = ctx.student  # a method may hand back another student (Context.replace_student)
     return _finish(st, method, method_obj, teachers, student_options, cfg, y, history, store_obj, out_path, t_start)
+
+
+def _amalgamate_embeddings(
+    teachers: list[Teacher], data: Any, method_obj: Method, method: str, cfg: TrainConfig, out: Any,
+    resume: bool, overwrite: bool, steps: int | None, t_start: float,
+) -> Result:  # fmt: skip
+    """The flow for word-embedding teachers: the target vocabulary (``data``: a list of words, or None for
+    the union of the sources'), each source's rows, the method (which trains through the engine when it
+    learns), and a saved :class:`~amalgamator.metaembedding.MetaEmbedding`."""
+    from .metaembedding import EmbeddingContext, MetaEmbedding, target_vocabulary
+
+    words, unknown = target_vocabulary([t.table for t in teachers], data)
+    if unknown:
+        _progress.warn(f"{unknown} of the given words are in no source's vocabulary: left out (no source says "
+                       "anything about them).")  # fmt: skip
+    if not words:
+        raise DataError("none of the given words is in any source's vocabulary: nothing to embed.")
+    if steps is not None:
+        cfg = replace(cfg, epochs=epochs_for(len(words), cfg.batch_size, 1, steps))
+    out_path = Path(out).expanduser() if out is not None else None
+    if resume and out_path is None:
+        raise DataError("resume needs out: the folder whose checkpoints to continue from.")
+    if out_path is not None:
+        train_opts = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "keep_checkpoints")}
+        settings = {"teachers": [{"name": t.name, "weights": t.fingerprint()[:24]} for t in teachers],
+                    "data": _digest("\n".join(words).encode()),
+                    "method": {"name": method_obj.name,
+                               "options": json.loads(json.dumps(method_obj.options, default=str))},
+                    "train": train_opts}  # fmt: skip
+        prepare_out(out_path, settings, resume, overwrite)
+    set_seed(cfg.seed)
+    ctx = EmbeddingContext(list(teachers), words, [t.table.rows(words) for t in teachers], cfg)
+
+    def train(x: torch.Tensor, targets: dict[str, torch.Tensor], network: nn.Module, stage: str = "") -> History:
+        """One engine pass over the rows of ``x`` (every word, once per epoch)."""
+        stage_out = (out_path / stage if stage else out_path) if out_path is not None else None
+        return fit(network, method_obj, x, targets, np.arange(len(x)), cfg, out=stage_out, resume=resume)
+
+    history = method_obj.run(ctx, train)
+    if ctx.result is None:
+        raise MethodError(f"method {method!r} set no meta-embedding (ctx.result); this is a bug in the method.")
+    info = {"teachers": [{"name": t.name, "kind": t.kind, "words": len(t.table), "dim": t.table.dim} for t in teachers],
+            "method_options": method_obj.options, "words": len(words),
+            "coverage": {t.name: float((r >= 0).mean()) for t, r in zip(teachers, ctx.rows, strict=True)},
+            "train": {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
+                      "weight_decay": cfg.weight_decay, "seed": cfg.seed}}  # fmt: skip
+    student = MetaEmbedding(words, ctx.result, method, info)
+    timings = {"train": history.this_call_seconds if history else 0.0, "total": time.perf_counter() - t_start}
+    result = Result(student, method, history, timings, None, out_path, method_obj.diagnostics, method_obj)  # type: ignore[arg-type]
+    from .report import embedding_report
+
+    student.report = embedding_report(result, teachers)
+    if out_path is not None and PartialState().is_main_process:
+        student.save(out_path / "student")
+        (out_path / "report.md").write_text(student.report)
+    return result
 
 
 def _gather_rows(

@@ -160,7 +160,14 @@ def run(
 @app.command()
 def evaluate(
     student_dir: Annotated[Path, typer.Argument(help="A student folder (student.json + model.safetensors).")],
-    data: Annotated[str, typer.Option("--data", help="Labeled data: .npz, .csv, .tsv, .parquet or .jsonl.")],
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="Labeled data: .npz, .csv, .tsv, .parquet or .jsonl; for a meta-embedding, "
+            "a word-pair file ('word1 word2 score'; default WordSim353 and SimLex-999).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
     text_column: Annotated[str | None, typer.Option(help="Column holding texts (tables).")] = None,
     label_column: Annotated[str | None, typer.Option(help="Column holding label names (default y or label).")] = None,
@@ -182,6 +189,11 @@ def evaluate(
     from .student import load_student
 
     student = load_student(student_dir)
+    if getattr(student, "kind", "") == "embedding":
+        _evaluate_embedding(student, student_dir, data, as_json)
+        return
+    if data is None:
+        raise typer.BadParameter("give --data: a labeled data file to score the student on.")
     spec = {"path": data, "text_column": text_column, "label_column": label_column,
             "label_columns": label_columns.split(",") if label_columns else None}  # fmt: skip
     x, y = load_table(spec, Path.cwd())
@@ -206,6 +218,25 @@ def evaluate(
         table.add_column("note")
     for k, v in flat_metrics(metrics).items():
         table.add_row(k, _fmt(v), *([notes.get(k, "")] if unknown else []))
+    _out().print(table)
+
+
+def _evaluate_embedding(student: Any, student_dir: Path, data: str | None, as_json: bool) -> None:
+    """The similarity table of a meta-embedding: Spearman's ρ (pairs with an unknown word score 0) and
+    over the covered pairs, with the coverage, on each word-pair set."""
+    from .metaembedding import read_word_pairs, similarity_scores, standard_similarity_sets
+
+    sets = {Path(data).name: Path(data)} if data is not None else standard_similarity_sets()
+    metrics = {name: similarity_scores(student, *read_word_pairs(path)) for name, path in sets.items()}
+    if as_json:
+        sys.stdout.write(json.dumps(metrics, indent=2) + "\n")
+        return
+    table = Table(title=f"{student_dir}: word similarity (Spearman ρ; a pair with an unknown word scores 0)")
+    for col in ("set", "pairs", "coverage", "ρ (all pairs)", "ρ (covered pairs)"):
+        table.add_column(col, justify="left" if col == "set" else "right")
+    for name, m in metrics.items():
+        table.add_row(name, f"{int(m['pairs'])}", f"{100 * m['coverage']:.1f} %", f"{m['spearman']:.3f}",
+                      f"{m['spearman_covered']:.3f}")  # fmt: skip
     _out().print(table)
 
 

@@ -110,6 +110,16 @@ class _Rows(Dataset):
         item.update({k: v[r] for k, v in self.targets.items()})
         return item
 
+    def __getitems__(self, idx: list[int]) -> dict[str, torch.Tensor]:
+        """A whole batch sliced from the tensors at once (the DataLoader calls this when it exists): the same
+        rows in the same order as collating ``__getitem__`` row by row, without a Python call per row."""
+        return self[torch.as_tensor(idx, dtype=torch.long)]
+
+
+def _batch_as_is(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``collate_fn`` for batches ``_Rows.__getitems__`` already assembled."""
+    return batch
+
 
 class _Trainable(nn.Module):
     """The student network and the method's extra modules, trained (and saved) together."""
@@ -178,7 +188,7 @@ def fit(
     )
     set_seed(cfg.seed)
     model = _Trainable(network, method.modules())
-    loader = DataLoader(_Rows(x, targets, rows), batch_size=cfg.batch_size, shuffle=True)
+    loader = DataLoader(_Rows(x, targets, rows), batch_size=cfg.batch_size, shuffle=True, collate_fn=_batch_as_is)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total_steps = cfg.epochs * len(loader)
     if total_steps < FEW_STEPS and not resume:

@@ -15,9 +15,9 @@ chain      as multilabel; also accepts  an order-free classifier     as multilab
 
 multitask  one binary head per task over   a backbone and one head per  0/1 matrix, columns = tasks
            a shared representation      union task (linear, sigmoid)
+embedding  a vector per word (own        a meta-embedding table       vectors
+           vocabulary and width)
 ========== ============================ ============================ ==============================
-
-``embedding`` arrives with its family; a teacher may already declare it.
 """
 
 from __future__ import annotations
@@ -106,7 +106,22 @@ class MultiTask(MultiLabel):
     family = frozenset({"multitask"})
 
 
-KINDS: dict[str, Kind] = {k.name: k for k in (MultiClass(), MultiLabel(), Chain(), MultiTask())}
+class Embedding(Kind):
+    """Word vectors (thesis Ch. 2): a teacher is a word → vector table with its own vocabulary and width;
+    the student is a meta-embedding table (:class:`amalgamator.metaembedding.MetaEmbedding`), whose
+    ``vectors(words)`` is its prediction and whose metrics are word-similarity Spearman and analogies."""
+
+    name = "embedding"
+    family = frozenset({"embedding"})
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        raise MethodError("an embedding gives vectors, not probabilities.")
+
+    def predict(self, proba: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+        return proba
+
+
+KINDS: dict[str, Kind] = {k.name: k for k in (MultiClass(), MultiLabel(), Chain(), MultiTask(), Embedding())}
 
 
 def get_kind(name: str) -> Kind:

@@ -65,11 +65,14 @@ class DataSpec(_PathSpec):
 
 
 class TeacherSpec(_PathSpec):
-    """A saved teacher folder (amalgamator student or Hugging Face checkpoint)."""
+    """A saved teacher folder (amalgamator student or Hugging Face checkpoint), or with ``kind: embedding``
+    a word-vector file (word2vec ``.txt``/``.vec``/``.bin``)."""
 
     name: str | None = None
     features: list[str] | None = None
-    kind: Literal["multiclass", "multilabel", "chain", "multitask"] | None = None  # checked against the folder's own
+    kind: Literal["multiclass", "multilabel", "chain", "multitask", "embedding"] | None = (
+        None  # checked against the folder's own
+    )
 
     @field_validator("name", mode="before")
     @classmethod
@@ -163,7 +166,14 @@ class Recipe(BaseModel):
         from .methods import get_method
         from .models import PRESETS, check_student_options
 
-        if self.data is None and self.labeled is None:
+        embedding = [t.kind == "embedding" for t in self.teachers]
+        if any(embedding) and not all(embedding):
+            raise RecipeError(f"{self.where}: teachers: word-embedding teachers (kind: embedding) amalgamate only "
+                              "with each other; give every teacher kind: embedding, or none.")  # fmt: skip
+        if any(embedding) and (self.labeled is not None or self.test is not None):
+            raise RecipeError(f"{self.where}: an embedding recipe takes no labeled: or test: file; evaluate the "
+                              "result with `amalgamator evaluate OUT/student` (word similarity).")  # fmt: skip
+        if self.data is None and self.labeled is None and not any(embedding):
             raise RecipeError(f"{self.where}: give data: (unlabeled examples) and/or labeled: (with labels).")
         try:
             cls = get_method(self.method)
@@ -196,9 +206,21 @@ class Recipe(BaseModel):
         from .teachers import Teacher
 
         return [
-            Teacher.from_pretrained(self.resolve(t.path), name=t.name, features=t.features, kind=t.kind)
+            Teacher.from_embeddings(self.resolve(t.path), name=t.name)
+            if t.kind == "embedding"
+            else Teacher.from_pretrained(self.resolve(t.path), name=t.name, features=t.features, kind=t.kind)
             for t in self.teachers
         ]
+
+    def vocabulary(self) -> list[str] | None:
+        """An embedding recipe's ``data:``: a text file of words, one per line (None: the sources' union)."""
+        if self.data is None:
+            return None
+        path = self.resolve(self.data.path)
+        try:
+            return [w.strip() for w in path.read_text(encoding="utf-8").splitlines() if w.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RecipeError(f"{self.where}: data: {path} cannot be read as a word list ({exc}).") from None
 
     def load(self, role: str, need_labels: bool = False) -> tuple[Any, np.ndarray | None] | None:
         """Read the ``data`` / ``labeled`` / ``test`` file, or None when the recipe has none."""
@@ -381,6 +403,17 @@ def run(
     from .data import Inputs
 
     teachers = recipe.build_teachers()
+    if all(t.kind == "embedding" for t in teachers):
+        result = amalgamate(teachers=teachers, data=recipe.vocabulary(), method=recipe.method,
+                            epochs=epochs if epochs is not None or steps is not None else recipe.train.epochs,
+                            steps=steps if epochs is not None or steps is not None else recipe.train.steps,
+                            batch_size=recipe.train.batch_size, seed=recipe.train.seed, out=recipe.out_dir(out),
+                            lr=recipe.train.lr, weight_decay=recipe.train.weight_decay,
+                            method_options=recipe.method_options, resume=resume, overwrite=overwrite,
+                            keep_checkpoints=recipe.train.keep_checkpoints,
+                            threads=threads if threads is not None else recipe.train.threads,
+                            progress=progress)  # fmt: skip
+        return result, None
     data = recipe.load("data")
     labeled = recipe.load("labeled", need_labels=True)
     test = recipe.load("test", need_labels=True)

@@ -211,3 +211,34 @@ def confusion_png(matrix: np.ndarray, labels: Sequence[str], path: str | Path, t
     fig.savefig(path, dpi=110, bbox_inches="tight")  # long class names are never cut
     plt.close(fig)
     return Path(path)
+
+
+def embedding_report(result: Any, teachers: Sequence[Any]) -> str:
+    """The report.md written beside a meta-embedding: its sources, their coverage of the vocabulary, how
+    it was made and how long it took."""
+    me = result.student
+    info = me.info
+    rows = [[t.name, len(t.table), t.table.dim, f"{100 * info['coverage'][t.name]:.1f} %"] for t in teachers]
+    lines = [
+        f"# Meta-embedding: `{result.method}`",
+        "",
+        f"{len(me)} words × {me.dim} dimensions.",
+        "",
+        "## Sources",
+        "",
+        markdown_table(["source", "words", "dim", "share of the vocabulary it knows"], rows),
+        "",
+        "## Training",
+        "",
+        markdown_table(
+            ["setting", "value"],
+            [
+                ["method", f"`{result.method}` ({_options(info.get('method_options'))})"],
+                *[[k, v] for k, v in info.get("train", {}).items()],
+            ],
+        ),  # fmt: skip
+        "",
+        f"Wall time: {result.timings.get('total', 0):.1f} s (training {result.timings.get('train', 0):.1f} s).",
+        "",
+    ]
+    return "\n".join(lines)

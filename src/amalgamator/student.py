@@ -319,6 +319,13 @@ def load_student(path: str | Path, backbone: nn.Module | None = None, *, role: s
         raise TeacherError(f"{str(path)!r} is not a student folder: it needs student.json and model.safetensors.")
     try:
         meta = json.loads(meta_path.read_text())
+        if isinstance(meta, dict) and meta.get("kind") == "embedding":
+            from .metaembedding import MetaEmbedding
+
+            if teacher:
+                raise TeacherError(f"{where} holds a meta-embedding; to teach with it, use "
+                                   f"am.Teacher.from_embeddings(am.load_student({str(path)!r})).")  # fmt: skip
+            return MetaEmbedding.load(path, meta)  # type: ignore[return-value]
         labels, arch, feat_meta = meta["labels"], meta["architecture"], meta["featurizer"]
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise corrupt(f"{meta_path.name} cannot be read ({type(exc).__name__}: {exc})") from None

@@ -346,6 +346,86 @@ class Teacher:
             "checkpoint folder (config.json)."
         )
 
+    @classmethod
+    def from_embeddings(cls, source: Any, name: str | None = None, limit: int | None = None) -> EmbeddingTeacher:
+        """A word-embedding teacher (kind ``embedding``): a word → vector table with its own vocabulary and width.
+
+        ``source``: a ``{word: vector}`` dict; a word2vec-format file (``.txt``/``.vec``, optionally
+        ``.gz``, or ``.bin``), read streaming; a gensim ``KeyedVectors``; a spaCy ``Vocab`` or ``Language``
+        (its vectors table); or a :class:`~amalgamator.wordvectors.WordVectors`. ``limit`` keeps the first
+        ``limit`` words of a file (word2vec files list frequent words first).
+        """
+        from .wordvectors import WordVectors, read_word_vectors
+
+        if hasattr(source, "table") and hasattr(source, "words") and not isinstance(source, WordVectors):
+            # a MetaEmbedding: a meta-embedding can teach a later one
+            source = WordVectors(source.words, source.table, name=name or getattr(source, "method", None))
+        if isinstance(source, WordVectors):
+            table = source if limit is None else WordVectors(source.words[:limit], source.vectors[:limit], source.name)
+        else:
+            table = read_word_vectors(source, name=name, limit=limit)
+        default = table.name or (Path(source).stem if isinstance(source, (str, Path)) else None)
+        return EmbeddingTeacher(table, name=name or default)
+
+
+class _Table(nn.Module):
+    """An embedding table as a module with no parameters (the rows stay in the table, never copied)."""
+
+    def __init__(self, table: Any):
+        super().__init__()
+        self.table = table
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.table.vectors[rows.numpy()])
+
+
+class EmbeddingTeacher(Teacher):
+    """A word → vector table as a teacher (kind ``embedding``); see :meth:`Teacher.from_embeddings`.
+
+    It gives vectors for words, not logits for examples: only the embedding methods (``simme``,
+    ``average``, ``concat``, ``aaeme``, ``caeme``, ``daeme``) use it. ``labels`` names its vector axes.
+    """
+
+    def __init__(self, table: Any, name: str | None = None):
+        self.table = table
+        self.name = str(name) if name is not None else f"embeddings@{id(self):x}"
+        self.kind = "embedding"
+        self.labels = LabelSpace([f"d{i}" for i in range(table.dim)], owner=f"teacher {self.name!r}'s vector axes")
+        self.model = _Table(table).eval()
+        self.features = []
+        self.preprocess = None
+        self._fp = None
+        self.folder = None
+        self._spec = _spec_of(None)
+
+    def __repr__(self) -> str:
+        return f"EmbeddingTeacher(name={self.name!r}, words={len(self.table)}, dim={self.table.dim})"
+
+    @property
+    def vocabulary(self) -> list[str]:
+        return self.table.words
+
+    def __contains__(self, word: object) -> bool:
+        return word in self.table
+
+    def fingerprint(self) -> str:
+        return self.table.fingerprint()
+
+    def vectors(self, words: Sequence[str]) -> np.ndarray:
+        """One row per word, zeros for a word outside this teacher's vocabulary."""
+        rows = self.table.rows(words)
+        out = np.zeros((len(rows), self.table.dim), dtype=np.float32)
+        out[rows >= 0] = self.table.vectors[rows[rows >= 0]]
+        return out
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        raise TeacherError(
+            f"teacher {self.name!r} is a word-embedding table: it gives vectors for words, not outputs for "
+            "examples; amalgamate it with an embedding method (simme, average, concat, aaeme, caeme, daeme)."
+        )
+
+    logits = run
+
 
 def _hf_kind(folder: Path) -> str:
     """A Hugging Face classifier's kind from ``config.problem_type`` (multiclass unless multi-label)."""

@@ -68,7 +68,8 @@ FREE_METHODS = {"kd": ("kd", {}), "cfl": ("cfl", {}), "uhc": ("uhc", {}), "muki-
                 "calibrated w/o temperature": ("calibrated", {"temperature": False}),
                 "calibrated w/o prior": ("calibrated", {"prior": "none"})}  # fmt: skip
 ROW_ORDER = ["sup", "selftrain", "kd", "cfl", "uhc", "supkd", "supuhc", "tc", "tc+labels", "muki-soft", "kd-std",
-             "max-logit", "energy", "auto", "auto+labels", "calibrated", "calibrated T everywhere", "calibrated mass balanced",
+             "max-logit", "energy", "auto", "auto+labels", "calibrated", "calibrated T everywhere",
+             "calibrated mass balanced",
              "calibrated w/o temperature",
              "calibrated w/o prior"]  # fmt: skip
 ROW_NAMES = {"sup": "SupLSTM", "selftrain": "SelfTrain", "kd": "KD", "cfl": "CFL", "uhc": "UHC", "supkd": "SupKD",

@@ -1,6 +1,7 @@
 """Amalgamation methods, one module per paper or family, behind one registry."""
 
 from . import (  # noqa: F401  (registration)
+    aeme,
     aka,
     ant,
     auto,
@@ -9,11 +10,13 @@ from . import (  # noqa: F401  (registration)
     coordinator,
     dfa,
     kd,
+    metabaselines,
     muki,
     multilabel,
     reference,
     routing,
     semisupervised,
+    simme,
     standardized,
     targetnet,
     uhc,

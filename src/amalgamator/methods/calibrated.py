@@ -33,10 +33,11 @@ This method corrects the two symptoms without labels:
    wins, so with s = 1 those classes get their share of mass and almost none of the predictions
    (letters with teachers of 4 and 22 classes: A–D predicted 29–128 times each, 308 expected).
    Measured on the 48 benchmark pools (posterior accuracy, ``bench/results/calibrated-lab.md``):
-   s = 0.5 vs 1 gives 71.5 vs 70.0 on the pools as drawn (ahead on 12 of 16 cases, up to +5.2 on letters with 4 teachers;
-   −1.0 on fortunes, whose classes are 2.6 : 1 unequal, −0.7 on HAPT overlap, −0.1 on HAPT exclusive), but 53.3 vs 55.6 on Zipf-skewed
-   subsamples, where forcing uniform decisions costs more than uniform mass: on a pool known to be
-   skewed, give the prior or use ``"estimate"``.
+   s = 0.5 vs 1 gives 71.5 vs 70.0 on the pools as drawn (ahead on 12 of 16 cases, up to +5.2 on
+   letters with 4 teachers; −1.0 on fortunes, whose classes are 2.6 : 1 unequal, −0.7 on HAPT overlap,
+   −0.1 on HAPT exclusive), but 53.3 vs 55.6 on Zipf-skewed subsamples, where forcing uniform
+   decisions costs more than uniform mass: on a pool known to be skewed, give the prior or use
+   ``"estimate"``.
 5. **Estimating the prior** (``"estimate"``). Saerens, Latinne & Decaestecker's (2002) EM, fed back
    into the share loop, collapsed on every benchmark pool and on synthetic pools of two well-behaved
    teachers: the integrated posterior is not calibrated across teachers, and each round moved mass
@@ -147,7 +148,9 @@ def pool_shares(posterior: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
     return (split * mass).sum(1)
 
 
-def balance(posterior: torch.Tensor, prior: torch.Tensor, sharpness: float = 1.0, iterations: int = 400) -> torch.Tensor:
+def balance(
+    posterior: torch.Tensor, prior: torch.Tensor, sharpness: float = 1.0, iterations: int = 400
+) -> torch.Tensor:
     """Step 4: softmax(log P + b) with the per-class bias b fitted so that the pool mean of the
     posterior sharpened to temperature ``sharpness`` equals ``prior``.
 
@@ -265,7 +268,14 @@ class Calibrated(Method):
     )
     family = "A: multi-class union"
     summary = "teachers temperature-scaled to their pool share, gated by excess confidence, balanced to a class prior"
-    defaults = {"temperature": True, "mixture_power": 0.5, "balance_sharpness": 0.5, "prior": "uniform", "own_confidence": 1.0, "iterations": 20}
+    defaults = {
+        "temperature": True,
+        "mixture_power": 0.5,
+        "balance_sharpness": 0.5,
+        "prior": "uniform",
+        "own_confidence": 1.0,
+        "iterations": 20,
+    }
     rules = {
         "temperature": Flag,
         "mixture_power": Range(ge=0, le=1),
