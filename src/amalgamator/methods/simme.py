@@ -17,13 +17,19 @@ the vocabulary every epoch into batches of B words, and every pair inside a batc
 draws change every epoch, and the whole batch is one matrix product per source (no Python loop over
 pairs). ``batch_size`` therefore sets the pairs per epoch.
 
+Start (the thesis does not say how M is initialised): ``init="svd"`` (default) starts from the
+truncated SVD of the concatenated normalised sources (zeros where a source lacks the word), so the
+first epochs refine relations the sources already share; ``init="random"`` draws M from N(0,
+``init_std``²). Each word's row is updated once per epoch (when its batch comes), so a random start
+needs many epochs on a large vocabulary.
+
 OOV: the meta-embedding covers every word of V (by default the union of the sources' vocabularies);
 a word outside V has no vector (see :mod:`amalgamator.metaembedding`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
@@ -34,10 +40,10 @@ from .base import Count, Method, Positive, StudentOutput, register
 class RelationEncoder(nn.Module):
     """Eq. 1: the meta-embedding table M (one row per word) plus a shared bias b."""
 
-    def __init__(self, words: int, dim: int, init_std: float = 0.1, seed: int = 0):
+    def __init__(self, words: int, dim: int, init_std: float = 0.1, seed: int = 0, start: torch.Tensor | None = None):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
-        self.M = nn.Parameter(torch.randn(words, dim, generator=g) * init_std)
+        self.M = nn.Parameter(torch.randn(words, dim, generator=g) * init_std if start is None else start.clone())
         self.b = nn.Parameter(torch.zeros(dim))
 
     def forward_features(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,6 +55,18 @@ class RelationEncoder(nn.Module):
 
     def table(self) -> torch.Tensor:
         return (self.M + self.b).detach()
+
+
+def svd_start(sources: list[torch.Tensor], dim: int, scale: float) -> torch.Tensor:
+    """The rows of the concatenated (normalised, zero where OOV) sources projected on their top ``dim``
+    principal directions, rescaled to mean row norm ``scale``: a start whose cosines already resemble the
+    sources', so training refines relations instead of discovering them from noise."""
+    x = torch.cat(sources, 1)
+    q = min(dim, x.shape[1], len(x))
+    u, s, _ = torch.linalg.svd(x, full_matrices=False)
+    start = torch.zeros(len(x), dim)
+    start[:, :q] = u[:, :q] * s[:q]
+    return start * (scale / start.norm(dim=1).mean().clamp_min(1e-8))
 
 
 def cosine_matrix(v: torch.Tensor) -> torch.Tensor:
@@ -64,8 +82,8 @@ class SimME(Method):
     family = "E: meta-embedding"
     summary = "a table whose word-pair cosines match each source's, pairs counted only where a source knows both words"
     kinds = frozenset({"embedding"})
-    defaults = {"dim": 300, "init_std": 0.1}
-    rules = {"dim": Count, "init_std": Positive}
+    defaults = {"dim": 300, "init": "svd", "init_std": 0.1}
+    rules = {"dim": Count, "init": Literal["svd", "random"], "init_std": Positive}
 
     @classmethod
     def student_kind(cls, kinds: set[str]) -> str:
@@ -76,7 +94,11 @@ class SimME(Method):
 
     def run(self, ctx: Any, train: Any) -> Any:
         self.lookups = [ctx.lookup(j) for j in range(len(ctx.teachers))]
-        net = RelationEncoder(len(ctx), int(self.options["dim"]), float(self.options["init_std"]), ctx.config.seed)
+        dim, std = int(self.options["dim"]), float(self.options["init_std"])
+        start = None
+        if self.options["init"] == "svd":
+            start = svd_start([ctx.source_vectors(j) for j in range(len(ctx.teachers))], dim, std * dim**0.5)
+        net = RelationEncoder(len(ctx), dim, std, ctx.config.seed, start)
         history = train(torch.arange(len(ctx)), {}, net)
         ctx.result = net.table().numpy()
         return history
