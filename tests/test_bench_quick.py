@@ -103,3 +103,17 @@ def test_quick_multitask_bench_writes_ranked_per_task_tables(tmp_path, monkeypat
     tn = results["settings"]["targetnet"][0]
     assert len(tn["custom"]["ap_per_block"]) == 4 and "## TargetNet" in md
     assert (tmp_path / "multitask-targetnet-quick.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_quick_metaembedding_bench_writes_ranked_tables(tmp_path):
+    """Three real sources, every pair and all three, every method: ranks and average ranks per space."""
+    results = run_suite("metaembedding", quick=True, out=tmp_path)
+    md = (tmp_path / "metaembedding-quick.md").read_text()
+    assert len(results["spaces"]) == 4 and "SPACY + MINILM + FORTUNES-W2V" in md
+    for space in results["spaces"].values():
+        assert set(space["rows"]) >= {"average", "concat", "aaeme", "caeme", "daeme", "simme"}
+        for row in space["rows"].values():
+            assert -1 <= row["WordSim353 ρ"]["spearman"] <= 1 and 0 <= row["coverage"] <= 1
+        assert space["pairs_per_second"]["simme"] > 0
+    assert (tmp_path / "metaembedding-quick.json").exists() and "avg rank" in md

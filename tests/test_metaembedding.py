@@ -165,3 +165,31 @@ def test_wrong_method_or_mixed_kinds_are_refused():
         am.amalgamate([t[0], clf], np.zeros((4, 4), np.float32), method="simme")
     with pytest.raises(AmalgamatorError, match="word-embedding table"):
         t[0].logits(np.zeros((2, 4), np.float32))
+
+
+def test_auto_picks_simme_for_word_vectors_and_says_why():
+    res = am.amalgamate(_teachers(), epochs=1, batch_size=64)
+    assert res.method_object.choice["method"] == "simme"
+    assert res.student.dim == 300
+
+
+def test_recipe_runs_and_evaluate_prints_the_similarity_table(tmp_path):
+    from typer.testing import CliRunner
+
+    from amalgamator.cli import app
+
+    a, b, _ = _sources()
+    for name, table in (("a", a), ("b", b)):
+        MetaEmbedding(list(table), np.stack(list(table.values())), "").to_word2vec(tmp_path / f"{name}.txt")
+    (tmp_path / "recipe.yaml").write_text(
+        "teachers:\n  - {path: a.txt, kind: embedding}\n  - {path: b.txt, kind: embedding, name: bee}\nmethod: concat\n"
+    )
+    (tmp_path / "pairs.tsv").write_text("w1\tw2\t3.0\nw1\tw50\t1.0\nw3\tw90\t2.0\nw4\tnowhere\t5.0\n")
+    runner = CliRunner()
+    got = runner.invoke(app, ["run", str(tmp_path / "recipe.yaml"), "--out", str(tmp_path / "out")])
+    assert got.exit_code == 0, got.output
+    me = am.load_student(tmp_path / "out" / "student")
+    assert me.method == "concat" and len(me) == len(WORDS) and me.dim == 32
+    got = runner.invoke(app, ["evaluate", str(tmp_path / "out" / "student"), "--data", str(tmp_path / "pairs.tsv")])
+    assert got.exit_code == 0, got.output
+    assert "pairs.tsv" in got.output and "75.0 %" in got.output  # coverage: the pair with 'nowhere' counts

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from rich.console import Console
 
 from .. import progress
@@ -97,15 +98,38 @@ def _text_features(me: Any, texts: list[list[str]]) -> np.ndarray:
     return out
 
 
-def _classify(x: np.ndarray, y: np.ndarray, seed: int = 0) -> float:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+def _logreg(x: torch.Tensor, y: torch.Tensor, classes: int, c: float = 0.1) -> torch.Tensor:
+    """Multinomial logistic regression with L2 penalty 1 / (2C) (scikit-learn's objective), fitted by
+    full-batch L-BFGS in float32 torch (at most 100 iterations): the model of ``LogisticRegression(C=0.1)``
+    (on one split: 38.6 vs scikit-learn's 38.5 % test accuracy) in a fraction of its time, which makes
+    5-fold scores for every row affordable."""
+    w = torch.zeros(x.shape[1] + 1, classes, requires_grad=True)
+    xb = torch.cat([x, torch.ones(len(x), 1)], 1)
+    opt = torch.optim.LBFGS([w], lr=1, max_iter=100, tolerance_grad=1e-5, line_search_fn="strong_wolfe")
 
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, C=1.0))
-    folds = StratifiedKFold(5, shuffle=True, random_state=seed)
-    return float(cross_val_score(model, x, y, cv=folds).mean())
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(xb @ w, y, reduction="sum") + (w[:-1] ** 2).sum() / (2 * c)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach()
+
+
+def _classify(x: np.ndarray, y: np.ndarray, seed: int = 0) -> float:
+    """5-fold stratified accuracy of standardised multinomial logistic regression (C = 0.1)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    classes, codes = np.unique(y, return_inverse=True)
+    xt, yt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(codes)
+    scores = []
+    for train, test in StratifiedKFold(5, shuffle=True, random_state=seed).split(x, codes):
+        mu, sd = xt[train].mean(0), xt[train].std(0).clamp_min(1e-6)
+        w = _logreg((xt[train] - mu) / sd, yt[train], len(classes))
+        xs = torch.cat([(xt[test] - mu) / sd, torch.ones(len(test), 1)], 1)
+        scores.append(float(((xs @ w).argmax(1) == yt[test]).float().mean()))
+    return float(np.mean(scores))
 
 
 def _concepts(me: Any, categories: dict[str, str], seed: int = 0) -> float:

@@ -19,6 +19,7 @@ Other kinds choose by what the teachers offer (no diagnosis yet; labeled rows ar
    forced; **otherwise** → ``kd-ml`` (ANT without chains is its integrator alone).
 5. **Multitask teachers, every one with a feature tap** → ``venus`` (it consolidates their final
    shared representations); **otherwise** → ``kd-mt``, its task targets alone.
+6. **Word-embedding teachers** → ``simme`` (thesis Ch. 2).
 
 The choice, the reason and the diagnosis figures are recorded in the method's ``choice`` (and so in
 ``student.json`` and ``report.md``) and printed as one line.
@@ -44,6 +45,8 @@ def choose_by_kind(teachers: list[Teacher]) -> tuple[str, str] | None:
             return "ant", "multilabel chain teachers: ANT's transfer can use their label dependencies"
         plain = [t.name for t in teachers if t.kind != "chain"]
         return "kd-ml", f"multilabel teachers of which {', '.join(plain)} are not chains, so ANT could not transfer"
+    if kinds == {"embedding"}:
+        return "simme", "word-embedding teachers: SimME keeps each source's word-pair similarities (maskout for OOV)"
     if kinds == {"multitask"}:
         bare = [t.name for t in teachers if not t.features]
         if not bare:
@@ -57,6 +60,8 @@ def choose(ctx: Context) -> tuple[str, str, dict[str, Any]]:
     from ..diagnose import RISKY, diagnose_logits  # the diagnosis reads calibrated, which imports this package
 
     by_kind = choose_by_kind(ctx.teachers)
+    if by_kind is not None and not hasattr(ctx, "labeled"):  # an embedding run has no rows, so no labels
+        return by_kind[0], by_kind[1], {}
     labeled = int(ctx.labeled.sum())
     if by_kind is not None:
         unused = f"; the {labeled} labeled rows are not used" if labeled else ""
@@ -84,10 +89,10 @@ class Auto(Method):
     family = "A to D: chooses among the others"
     summary = (
         "multiclass, labels given: supuhc; no labels: calibrated on a risky pool, uhc on a clean one; "
-        "multilabel: ant (chains) or kd-ml; multitask: venus (feature taps) or kd-mt (prints why)"
+        "multilabel: ant (chains) or kd-ml; multitask: venus (feature taps) or kd-mt; embedding: simme (prints why)"
     )
     uses_labels = "optional"
-    kinds = frozenset({"multiclass", "multilabel", "chain", "multitask"})
+    kinds = frozenset({"multiclass", "multilabel", "chain", "multitask", "embedding"})
 
     @classmethod
     def student_kind(cls, kinds: set[str]) -> str:
