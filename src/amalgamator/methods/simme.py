@@ -78,7 +78,10 @@ def cosine_matrix(v: torch.Tensor) -> torch.Tensor:
 @register
 class SimME(Method):
     name = "simme"
-    paper = "thesis Ch. 2: Similarity-Preserving Meta-Embedding (SimME), Eq. 1-5"
+    paper = (
+        "Thadajarassiri 2023, Knowledge Amalgamation from Heterogeneous Pre-Trained Models (PhD thesis, WPI) "
+        "Ch. 2 §2.5: Similarity-Preserving Meta-Embedding (SimME), Eq. 1-5"
+    )
     family = "E: meta-embedding"
     summary = "a table whose word-pair cosines match each source's, pairs counted only where a source knows both words"
     kinds = frozenset({"embedding"})
