@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .base import Count, Method, StudentOutput, register
+from .base import Count, EmbeddingMethod, StudentOutput, register
 
 
 class AutoEncoder(nn.Module):
@@ -63,19 +63,10 @@ class AutoEncoder(nn.Module):
         return self.encode(x)[1]
 
 
-class _AEME(Method):
-    family = "E: meta-embedding"
-    kinds = frozenset({"embedding"})
+class _AEME(EmbeddingMethod):
     combine = ""
     defaults = {"dim": 300}
     rules = {"dim": Count}
-
-    @classmethod
-    def student_kind(cls, kinds: set[str]) -> str:
-        return "embedding"
-
-    def pieces(self, teacher: Any) -> list[str]:
-        return []
 
     def run(self, ctx: Any, train: Any) -> Any:
         self.dims = [t.dim for t in ctx.tables]

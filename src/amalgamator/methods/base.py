@@ -254,6 +254,22 @@ class Method:
         return train(self.prepare(ctx), self.train_rows(ctx))
 
 
+class EmbeddingMethod(Method):
+    """A meta-embedding method (family E): word-embedding teachers, no store pieces (the sources' tables
+    are read directly through :class:`~amalgamator.metaembedding.EmbeddingContext`), and ``run`` sets
+    ``ctx.result`` to the (words × d) table."""
+
+    family = "E: meta-embedding"
+    kinds = frozenset({"embedding"})
+
+    @classmethod
+    def student_kind(cls, kinds: set[str]) -> str:
+        return "embedding"
+
+    def pieces(self, teacher: Teacher) -> list[str]:
+        return []
+
+
 def _rule_of(default: Any) -> Any:
     """The rule for an option declared without one: its default's type (any value when None)."""
     if isinstance(default, bool):

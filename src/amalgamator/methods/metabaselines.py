@@ -15,21 +15,11 @@ from typing import Any
 
 import torch
 
-from .base import Method, register
+from .base import EmbeddingMethod, register
 
 
-class _Direct(Method):
+class _Direct(EmbeddingMethod):
     """A meta-embedding computed from the source vectors in one pass."""
-
-    family = "E: meta-embedding"
-    kinds = frozenset({"embedding"})
-
-    @classmethod
-    def student_kind(cls, kinds: set[str]) -> str:
-        return "embedding"
-
-    def pieces(self, teacher: Any) -> list[str]:
-        return []
 
     def combine(self, ctx: Any) -> torch.Tensor:
         raise NotImplementedError

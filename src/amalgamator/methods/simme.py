@@ -34,7 +34,7 @@ from typing import Any, Literal
 import torch
 import torch.nn as nn
 
-from .base import Count, Method, Positive, StudentOutput, register
+from .base import Count, EmbeddingMethod, Positive, StudentOutput, register
 
 
 class RelationEncoder(nn.Module):
@@ -76,24 +76,15 @@ def cosine_matrix(v: torch.Tensor) -> torch.Tensor:
 
 
 @register
-class SimME(Method):
+class SimME(EmbeddingMethod):
     name = "simme"
     paper = (
         "Thadajarassiri 2023, Knowledge Amalgamation from Heterogeneous Pre-Trained Models (PhD thesis, WPI) "
         "Ch. 2 §2.5: Similarity-Preserving Meta-Embedding (SimME), Eq. 1-5"
     )
-    family = "E: meta-embedding"
     summary = "a table whose word-pair cosines match each source's, pairs counted only where a source knows both words"
-    kinds = frozenset({"embedding"})
     defaults = {"dim": 300, "init": "svd", "init_std": 0.1}
     rules = {"dim": Count, "init": Literal["svd", "random"], "init_std": Positive}
-
-    @classmethod
-    def student_kind(cls, kinds: set[str]) -> str:
-        return "embedding"
-
-    def pieces(self, teacher: Any) -> list[str]:
-        return []
 
     def run(self, ctx: Any, train: Any) -> Any:
         self.lookups = [ctx.lookup(j) for j in range(len(ctx.teachers))]
