@@ -200,7 +200,7 @@ class MetaEmbedding:
     def save(self, path: str | Path) -> Path:
         """``model.safetensors`` (the table), ``vocabulary.txt`` (one word per line, in row order) and
         ``student.json`` (kind, method, how it was made); never pickle."""
-        from . import __version__
+        from .student import _package_version
 
         if any("\n" in w or "\r" in w for w in self.words):
             raise DataError("a word contains a line break; the vocabulary file holds one word per line.")
@@ -209,7 +209,7 @@ class MetaEmbedding:
         save_file({"vectors": self.table}, str(path / "model.safetensors"))
         (path / VOCABULARY_FILE).write_text("\n".join(self.words) + "\n", encoding="utf-8")
         meta = {"kind": self.kind, "architecture": {"type": "meta-embedding", "dim": self.dim, "words": len(self)},
-                "method": self.method, "info": self.info, "amalgamator": __version__}  # fmt: skip
+                "method": self.method, "info": self.info, "amalgamator": _package_version()}  # fmt: skip
         (path / "student.json").write_text(json.dumps(meta, indent=2, default=str))
         if self.report:
             (path / "report.md").write_text(self.report)
