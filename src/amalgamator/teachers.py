@@ -367,6 +367,91 @@ class Teacher:
         default = table.name or (Path(source).stem if isinstance(source, (str, Path)) else None)
         return EmbeddingTeacher(table, name=name or default)
 
+    @classmethod
+    def from_callable(
+        cls,
+        fn: Callable[[Any], Any],
+        labels: Sequence[str],
+        name: str | None = None,
+        returns: str = "probs",
+        batch_size: int = 256,
+        version: str | None = None,
+    ) -> Teacher:
+        """A Python function as a teacher: ``fn(batch)`` gets a numpy array (a list of str for text data)
+        of at most ``batch_size`` rows and returns an array (n, len(labels)).
+
+        ``returns="probs"``: probabilities, turned into logits as ``log(clip(p, 1e-7, 1))``; ``"logits"``:
+        used as they are. Every call's result is checked: a wrong shape, NaN/inf, negative probabilities or
+        probability rows not summing to 1 (tolerance 1e-3) raise a TeacherError naming the teacher and rows.
+
+        The store key hashes the labels, ``returns``, the name, ``version`` and the function's module,
+        qualname and bytecode with its constants. Anything outside the code (a closure's model, a global
+        it reads) is not seen: when such a thing changes, give a new ``version`` (or name), or the store
+        serves the old function's outputs.
+        """
+        from .foreign import from_callable
+
+        return from_callable(fn, labels, name=name, returns=returns, batch_size=batch_size, version=version)
+
+    @classmethod
+    def from_outputs(
+        cls, outputs: Any, labels: Sequence[str], data: Any, name: str | None = None, returns: str = "probs"
+    ) -> Teacher:
+        """Outputs already computed on ``data`` (array (n, len(labels)), probabilities or logits) as a teacher.
+
+        It serves exactly that data: each row asked for is looked up by content (a hash per row, as the
+        data reads after conversion to float32/int64 or text), so any batch, subset or reordering of
+        ``data`` works; a row not in ``data`` raises a TeacherError. A row that occurs several times in
+        ``data`` gets the outputs of its first occurrence. Probabilities are clipped to [1e-7, 1] before
+        the log. The store key hashes the outputs and the data's fingerprint.
+        """
+        from .foreign import from_outputs
+
+        return from_outputs(outputs, labels, data, name=name, returns=returns)
+
+    @classmethod
+    def from_sklearn(
+        cls, estimator_or_path: Any, name: str | None = None, trusted: Sequence[str] | None = None
+    ) -> Teacher:
+        """A fitted scikit-learn classifier (or a ``.skops`` file of one) as a teacher.
+
+        Labels are ``classes_`` as strings, in the estimator's order. Logits are ``log(predict_proba)``
+        clipped at 1e-7, or, without ``predict_proba``, the ``decision_function`` scores (a binary score
+        ``s`` becomes ``[-s/2, s/2]``). Multi-label estimators are not supported yet.
+
+        A path must be a ``.skops`` file (needs ``skops``): its scikit-learn, numpy and scipy types are
+        trusted; any other type is refused unless listed in ``trusted``. Pickles (``.pkl``, ``.pickle``,
+        ``.joblib``) are refused: loading one can run arbitrary code; save with ``skops.io.dump`` instead.
+
+        The store key is the file's SHA-256 for a path; for an estimator, a hash of ``skops.io.dumps``
+        (its member contents) when skops is installed, else of ``repr(get_params())``, ``classes_`` and
+        the fitted array attributes (``coef_``, ...).
+        """
+        from .foreign import from_sklearn
+
+        return from_sklearn(estimator_or_path, name=name, trusted=trusted)
+
+    @classmethod
+    def from_onnx(
+        cls,
+        path: str | Path,
+        labels: Sequence[str] | None = None,
+        name: str | None = None,
+        output: str | None = None,
+        returns: str | None = None,
+    ) -> Teacher:
+        """An ONNX file run with onnxruntime (needs ``onnxruntime``) as a teacher, fed on its first input.
+
+        ``output``: the output to read; by default the first float tensor output, preferring one named like
+        ``probabilities`` (a skl2onnx classifier needs ``options={"zipmap": False}``). ``returns``: ``"probs"``
+        or ``"logits"``; by default probs when the output's name contains "prob". ``labels``: by default the
+        class labels the graph records (skl2onnx's ``classlabels_*``, read with ``onnx``). The store key is
+        the file's SHA-256 with the output and ``returns``.
+        """
+        from .foreign import from_onnx
+
+        return from_onnx(path, labels=labels, name=name, output=output, returns=returns)
+
 
 class _Table(nn.Module):
     """An embedding table as a module with no parameters (the rows stay in the table, never copied)."""

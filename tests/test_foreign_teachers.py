@@ -1,0 +1,233 @@
+"""Teachers that are not torch models: callables, precomputed outputs, scikit-learn estimators."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import amalgamator as am
+from amalgamator.data import Inputs
+from amalgamator.errors import TeacherError
+from amalgamator.store import LOGITS, TeacherStore
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+LOW, HIGH = [str(i) for i in range(5)], [str(i) for i in range(5, 10)]
+
+
+@pytest.fixture(scope="module")
+def split():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.data / 16.0).astype(np.float32)
+    y = d.target.astype(str)
+    perm = np.random.default_rng(0).permutation(len(x))
+    return x, y, perm[:400], perm[400:700]
+
+
+@pytest.fixture(scope="module")
+def sk_low(split):
+    from sklearn.linear_model import LogisticRegression
+
+    x, y, t, _ = split
+    keep = t[np.isin(y[t], LOW)]
+    return LogisticRegression(max_iter=300).fit(x[keep], y[keep])
+
+
+@pytest.fixture(scope="module")
+def sk_high(split):
+    from sklearn.linear_model import LogisticRegression
+
+    x, y, t, _ = split
+    keep = t[np.isin(y[t], HIGH)]
+    return LogisticRegression(max_iter=300).fit(x[keep], y[keep])
+
+
+def _clipped_log(p):
+    return np.log(np.clip(p, 1e-7, 1.0))
+
+
+def test_sklearn_teacher_store_outputs_are_clipped_log_proba(split, sk_low, tmp_path):
+    x, _, _, pool = split
+    teacher = am.Teacher.from_sklearn(sk_low, name="sk")
+    assert list(teacher.labels) == [str(c) for c in sk_low.classes_]
+    got = TeacherStore(tmp_path, batch_size=64).get(teacher, Inputs(x[pool]))[LOGITS]
+    np.testing.assert_allclose(got.numpy(), _clipped_log(sk_low.predict_proba(x[pool])), rtol=1e-5, atol=1e-5)
+    again = TeacherStore(tmp_path)
+    again.get(am.Teacher.from_sklearn(sk_low, name="sk"), Inputs(x[pool]))
+    assert again.stats.hits == 1  # same estimator, same key
+
+
+def test_sklearn_decision_function_binary_gives_half_scores(split):
+    from sklearn.svm import LinearSVC
+
+    x, y, t, _ = split
+    keep = t[np.isin(y[t], ["0", "1"])]
+    svc = LinearSVC().fit(x[keep], y[keep])
+    teacher = am.Teacher.from_sklearn(svc, name="svc")
+    s = svc.decision_function(x[:20])
+    np.testing.assert_allclose(teacher.logits(x[:20]).numpy(), np.stack([-s / 2, s / 2], 1), rtol=1e-5, atol=1e-5)
+
+
+def test_unfitted_and_multilabel_estimators_are_refused():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multioutput import MultiOutputClassifier
+
+    with pytest.raises(TeacherError, match="fit it"):
+        am.Teacher.from_sklearn(LogisticRegression(), name="raw")
+    rng = np.random.default_rng(0)
+    xm, ym = rng.normal(size=(40, 3)), rng.integers(0, 2, size=(40, 2))
+    multi = MultiOutputClassifier(LogisticRegression()).fit(xm, ym)
+    with pytest.raises(TeacherError, match="not supported yet"):
+        am.Teacher.from_sklearn(multi, name="multi")
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (lambda p: np.where(np.arange(len(p))[:, None] == 1, np.nan, p), "NaN"),
+        (lambda p: p[:, :3], r"shape \(\d+, 3\).*expected \(\d+, 5\)"),
+        (lambda p: p * 2, "do not sum to 1"),
+        (lambda p: np.where(np.arange(len(p))[:, None] == 0, p - 0.5, p), "negative"),
+    ],
+    ids=["nan", "width", "sum", "negative"],
+)
+def test_callable_with_bad_rows_is_refused_with_its_name(split, bad, match):
+    x, _, _, pool = split
+    uniform = lambda b: np.full((len(b), 5), 0.2)  # noqa: E731
+    teacher = am.Teacher.from_callable(lambda b: bad(uniform(b)), LOW, name="shaky")
+    with pytest.raises(TeacherError, match=match) as err:
+        TeacherStore().get(teacher, Inputs(x[pool[:30]]))
+    assert "'shaky'" in str(err.value) and "rows 0-29" in str(err.value)
+
+
+def test_callable_probs_and_logits(split, sk_low):
+    x, _, _, pool = split
+    probs = am.Teacher.from_callable(sk_low.predict_proba, LOW, name="p", batch_size=7)
+    np.testing.assert_allclose(
+        probs.logits(x[pool[:50]]).numpy(), _clipped_log(sk_low.predict_proba(x[pool[:50]])), rtol=1e-5, atol=1e-5
+    )
+    scores = am.Teacher.from_callable(sk_low.decision_function, LOW, name="s", returns="logits")
+    np.testing.assert_allclose(scores.logits(x[:10]).numpy(), sk_low.decision_function(x[:10]), rtol=1e-5, atol=1e-5)
+    with pytest.raises(TeacherError, match="returns="):
+        am.Teacher.from_callable(sk_low.predict_proba, LOW, returns="scores")
+
+
+def test_callable_teacher_on_text_gets_a_list_of_str():
+    seen = []
+
+    def fn(batch):
+        seen.append(batch)
+        return np.array([[0.9, 0.1] if "good" in s else [0.1, 0.9] for s in batch])
+
+    teacher = am.Teacher.from_callable(fn, ["pos", "neg"], name="words")
+    assert teacher.predict(["good day", "bad day"]).tolist() == ["pos", "neg"]
+    assert all(isinstance(b, list) for b in seen)
+
+
+def test_different_callables_with_same_labels_differ_in_fingerprint():
+    def f(b):
+        return np.full((len(b), 2), 0.5)
+
+    def g(b):
+        return np.tile([0.3, 0.7], (len(b), 1))
+
+    fp = lambda fn, **kw: am.Teacher.from_callable(fn, ["a", "b"], name="t", **kw).fingerprint()  # noqa: E731
+    assert fp(f) != fp(g)
+    assert fp(lambda b: np.full((len(b), 2), 0.5)) != fp(lambda b: np.full((len(b), 2), 0.25))
+    assert fp(f) == fp(f)
+    assert fp(f, version="2") != fp(f)
+    assert fp(f) != fp(f, returns="logits")
+
+
+def test_from_outputs_serves_its_data_and_refuses_other_data(split, sk_low, tmp_path):
+    x, _, _, pool = split
+    data = x[pool[:60]]
+    probs = sk_low.predict_proba(data)
+    teacher = am.Teacher.from_outputs(probs, LOW, data, name="frozen")
+    got = TeacherStore(tmp_path, batch_size=16).get(teacher, Inputs(data))[LOGITS]
+    np.testing.assert_allclose(got.numpy(), _clipped_log(probs), rtol=1e-6)
+    np.testing.assert_allclose(teacher.logits(data[::-1][:5].copy()).numpy(), _clipped_log(probs[::-1][:5]), rtol=1e-6)
+    with pytest.raises(TeacherError, match="'frozen' only has outputs for the data it was given"):
+        TeacherStore(tmp_path).get(teacher, Inputs(x[pool[60:80]]))
+    with pytest.raises(TeacherError, match="only has outputs"):
+        teacher.logits(["some text"])
+    other = am.Teacher.from_outputs(probs[::-1].copy(), LOW, data, name="frozen")
+    assert other.fingerprint() != teacher.fingerprint()
+    with pytest.raises(TeacherError, match=r"shape \(59, 5\).*expected \(60, 5\)"):
+        am.Teacher.from_outputs(probs[:59], LOW, data, name="short")
+
+
+def test_pickle_path_is_refused_and_skops_file_loads(split, sk_low, tmp_path):
+    x, _, _, _ = split
+    pkl = tmp_path / "model.pkl"
+    pkl.write_bytes(b"not even read")
+    with pytest.raises(TeacherError, match=r"arbitrary code.*skops\.io\.dump"):
+        am.Teacher.from_sklearn(pkl)
+    sio = pytest.importorskip("skops.io")
+    path = tmp_path / "low.skops"
+    sio.dump(sk_low, path)
+    teacher = am.Teacher.from_sklearn(path)
+    assert teacher.name == "low" and list(teacher.labels) == LOW
+    np.testing.assert_allclose(
+        teacher.logits(x[:30]).numpy(), _clipped_log(sk_low.predict_proba(x[:30])), rtol=1e-5, atol=1e-5
+    )
+    assert teacher.fingerprint() == am.Teacher.from_sklearn(path).fingerprint()
+
+
+class Custom:  # a type outside scikit-learn/numpy/scipy, to be refused until trusted
+    def __init__(self, est):
+        self.est = est
+
+    def fit(self, x, y):
+        return self
+
+    def predict_proba(self, x):
+        return self.est.predict_proba(x)
+
+    @property
+    def classes_(self):
+        return self.est.classes_
+
+
+def test_skops_file_with_foreign_types_needs_trust(sk_low, tmp_path):
+    sio = pytest.importorskip("skops.io")
+    path = tmp_path / "custom.skops"
+    sio.dump(Custom(sk_low), path)
+    with pytest.raises(TeacherError, match=r"trusted=\[.*Custom"):
+        am.Teacher.from_sklearn(path)
+    types = sio.get_untrusted_types(file=path)
+    teacher = am.Teacher.from_sklearn(path, trusted=types)
+    assert list(teacher.labels) == LOW
+
+
+@pytest.mark.filterwarnings("ignore:kd. only")
+def test_amalgamate_sklearn_and_callable_teachers(split, sk_low, sk_high):
+    x, _, _, pool = split
+    sk_teacher = am.Teacher.from_sklearn(sk_low, name="sk-low")
+    callable_teacher = am.Teacher.from_callable(sk_high.predict_proba, HIGH, name="fn-high")
+    result = am.amalgamate([sk_teacher, callable_teacher], x[pool], method="kd", epochs=2, progress=False)
+    assert sorted(result.student.labels) == sorted(LOW + HIGH)
+    pred = result.student.predict(x[pool[:10]])
+    assert len(pred) == 10 and set(pred) <= set(LOW + HIGH)
+
+
+def test_onnx_teacher_from_skl2onnx(split, sk_low, tmp_path):
+    pytest.importorskip("onnxruntime")
+    skl2onnx = pytest.importorskip("skl2onnx")
+    from skl2onnx.common.data_types import FloatTensorType
+
+    x, _, _, pool = split
+    onx = skl2onnx.convert_sklearn(
+        sk_low, initial_types=[("x", FloatTensorType([None, x.shape[1]]))], options={"zipmap": False}
+    )
+    path = tmp_path / "low.onnx"
+    path.write_bytes(onx.SerializeToString())
+    teacher = am.Teacher.from_onnx(path)
+    assert teacher.name == "low" and list(teacher.labels) == LOW
+    np.testing.assert_allclose(
+        teacher.logits(x[pool[:40]]).numpy(), _clipped_log(sk_low.predict_proba(x[pool[:40]])), rtol=1e-3, atol=1e-4
+    )
+    with pytest.raises(TeacherError, match="no output 'nope'"):
+        am.Teacher.from_onnx(path, output="nope")
