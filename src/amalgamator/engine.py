@@ -189,7 +189,9 @@ def fit(
     set_seed(cfg.seed)
     model = _Trainable(network, method.modules())
     loader = DataLoader(_Rows(x, targets, rows), batch_size=cfg.batch_size, shuffle=True, collate_fn=_batch_as_is)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **getattr(method, "optimizer_options", {})
+    )
     total_steps = cfg.epochs * len(loader)
     if total_steps < FEW_STEPS and not resume:
         per_epoch = len(loader)

@@ -135,6 +135,10 @@ class Auto(Method):
     def student_taps(self) -> list[str]:  # type: ignore[override]
         return self.chosen.student_taps if self.chosen is not None else []
 
+    @property
+    def optimizer_options(self) -> dict[str, Any]:  # type: ignore[override]
+        return self.chosen.optimizer_options if self.chosen is not None else {}
+
     def modules(self) -> nn.Module | None:
         return self._active().modules()
 

@@ -172,6 +172,8 @@ class Method:
     student_taps: list[str] = []
     #: the teacher kinds this method amalgamates (:mod:`amalgamator.kinds`)
     kinds: ClassVar[frozenset[str]] = frozenset({"multiclass"})
+    #: extra keyword arguments for the engine's AdamW (e.g. ``{"fused": True}`` for one large table)
+    optimizer_options: ClassVar[dict[str, Any]] = {}
 
     @classmethod
     def student_kind(cls, kinds: set[str]) -> str:
@@ -261,6 +263,9 @@ class EmbeddingMethod(Method):
 
     family = "E: meta-embedding"
     kinds = frozenset({"embedding"})
+    #: a (words × d) table is one huge parameter: torch's fused AdamW steps it ~9× faster on CPU than the
+    #: default per-parameter path (0.04 vs 0.39 s for 243k × 300, measured)
+    optimizer_options = {"fused": True}
 
     @classmethod
     def student_kind(cls, kinds: set[str]) -> str:
