@@ -231,3 +231,35 @@ def test_onnx_teacher_from_skl2onnx(split, sk_low, tmp_path):
     )
     with pytest.raises(TeacherError, match="no output 'nope'"):
         am.Teacher.from_onnx(path, output="nope")
+
+
+def test_recipe_with_sklearn_and_onnx_teachers_runs_end_to_end(split, sk_low, sk_high, tmp_path):
+    """Recipe teachers `sklearn: file.skops` and `onnx: file.onnx`; `inspect` shows where each came from."""
+    skops_io = pytest.importorskip("skops.io")
+    pytest.importorskip("onnxruntime")
+    skl2onnx = pytest.importorskip("skl2onnx")
+    from skl2onnx.common.data_types import FloatTensorType
+    from typer.testing import CliRunner
+
+    from amalgamator.cli import app
+
+    x, _, _, pool = split
+    skops_io.dump(sk_low, tmp_path / "low.skops")
+    onx = skl2onnx.convert_sklearn(sk_high, initial_types=[("x", FloatTensorType([None, x.shape[1]]))],
+                                   options={"zipmap": False})  # fmt: skip
+    (tmp_path / "high.onnx").write_bytes(onx.SerializeToString())
+    np.savez(tmp_path / "pool.npz", x=x[pool])
+    (tmp_path / "recipe.yaml").write_text(
+        "teachers:\n  - sklearn: low.skops\n  - {onnx: high.onnx, name: high}\n"
+        "data: pool.npz\nmethod: kd\ntrain: {epochs: 2}\n"
+    )
+    runner = CliRunner()
+    shown = runner.invoke(app, ["inspect", str(tmp_path / "recipe.yaml")])
+    assert shown.exit_code == 0, shown.output
+    assert "scikit-learn" in shown.output and "onnx" in shown.output
+    got = runner.invoke(app, ["run", str(tmp_path / "recipe.yaml"), "--out", str(tmp_path / "out")])
+    assert got.exit_code == 0, got.output
+    assert sorted(am.load_student(tmp_path / "out" / "student").labels) == sorted(LOW + HIGH)
+    (tmp_path / "bad.yaml").write_text("teachers:\n  - {sklearn: low.skops, onnx: high.onnx}\ndata: pool.npz\n")
+    bad = runner.invoke(app, ["run", str(tmp_path / "bad.yaml")])
+    assert bad.exit_code != 0 and "exactly one of path, sklearn or onnx" in bad.output + str(bad.exception)

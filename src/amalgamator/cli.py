@@ -262,11 +262,12 @@ def inspect(
     con = _out()
 
     table = Table(title="teachers")
-    for col in ("name", "kind", "#labels", "labels", "dropout", "feature taps"):
-        table.add_column(col, no_wrap=col in ("name", "kind", "#labels", "dropout"))
+    for col in ("name", "source", "kind", "#labels", "labels", "dropout", "feature taps"):
+        table.add_column(col, no_wrap=col in ("name", "source", "kind", "#labels", "dropout"))
     for t in teachers:
         table.add_row(
             t.name,
+            getattr(t, "source_type", "torch"),
             t.kind,
             str(len(t.labels)),
             _names(t.labels),

@@ -49,6 +49,13 @@ class ForeignTeacher(Teacher):
         super().__init__(model, labels=labels, name=name)
         self._identity = identity
 
+    @property
+    def source_type(self) -> str:
+        """What the teacher was built from (shown by ``amalgamator inspect``)."""
+        return {"SklearnModule": "scikit-learn", "OnnxModule": "onnx", "OutputsModule": "outputs"}.get(
+            type(self.model).__name__, "callable"
+        )
+
     def __repr__(self) -> str:
         return f"ForeignTeacher(name={self.name!r}, source={type(self.model).__name__}, labels={len(self.labels)})"
 

@@ -66,8 +66,13 @@ class DataSpec(_PathSpec):
 
 class TeacherSpec(_PathSpec):
     """A saved teacher folder (amalgamator student or Hugging Face checkpoint), or with ``kind: embedding``
-    a word-vector file (word2vec ``.txt``/``.vec``/``.bin``)."""
+    a word-vector file (word2vec ``.txt``/``.vec``/``.bin``); or ``sklearn: model.skops`` or
+    ``onnx: model.onnx`` (with ``labels:`` when the ONNX graph records none) instead of ``path:``."""
 
+    path: str | None = None  # type: ignore[assignment]
+    sklearn: str | None = None
+    onnx: str | None = None
+    labels: list[str] | None = None
     name: str | None = None
     features: list[str] | None = None
     kind: Literal["multiclass", "multilabel", "chain", "multitask", "embedding"] | None = (
@@ -79,10 +84,19 @@ class TeacherSpec(_PathSpec):
     def _name(cls, v: Any) -> Any:
         return _scalar_str(v)
 
-    @field_validator("features", mode="before")
+    @field_validator("features", "labels", mode="before")
     @classmethod
     def _features(cls, v: Any) -> Any:
         return _str_list(v)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TeacherSpec:
+        given = [k for k in ("path", "sklearn", "onnx") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of path, sklearn or onnx per teacher (got {given or 'none'})")
+        if self.labels is not None and self.onnx is None:
+            raise ValueError("labels apply to onnx teachers only (other teachers carry their own label names)")
+        return self
 
 
 class TrainSpec(BaseModel):
@@ -205,12 +219,16 @@ class Recipe(BaseModel):
         """Load every teacher folder; a name defaults to the folder's name."""
         from .teachers import Teacher
 
-        return [
-            Teacher.from_embeddings(self.resolve(t.path), name=t.name)
-            if t.kind == "embedding"
-            else Teacher.from_pretrained(self.resolve(t.path), name=t.name, features=t.features, kind=t.kind)
-            for t in self.teachers
-        ]
+        def build(t: TeacherSpec) -> Teacher:
+            if t.sklearn is not None:
+                return Teacher.from_sklearn(self.resolve(t.sklearn), name=t.name or Path(t.sklearn).stem)
+            if t.onnx is not None:
+                return Teacher.from_onnx(self.resolve(t.onnx), labels=t.labels, name=t.name or Path(t.onnx).stem)
+            if t.kind == "embedding":
+                return Teacher.from_embeddings(self.resolve(str(t.path)), name=t.name)
+            return Teacher.from_pretrained(self.resolve(str(t.path)), name=t.name, features=t.features, kind=t.kind)
+
+        return [build(t) for t in self.teachers]
 
     def vocabulary(self) -> list[str] | None:
         """An embedding recipe's ``data:``: a text file of words, one per line (None: the sources' union)."""
