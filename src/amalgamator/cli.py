@@ -262,13 +262,13 @@ def inspect(
     con = _out()
 
     table = Table(title="teachers")
-    for col in ("name", "source", "kind", "#labels", "labels", "dropout", "feature taps"):
-        table.add_column(col, no_wrap=col in ("name", "source", "kind", "#labels", "dropout"))
+    for col in ("name", "kind", "#labels", "labels", "dropout", "feature taps"):
+        table.add_column(col, no_wrap=col in ("name", "kind", "#labels", "dropout"))
     for t in teachers:
+        source = getattr(t, "source_type", None)  # a teacher that is not a torch model says what it is
         table.add_row(
             t.name,
-            getattr(t, "source_type", "torch"),
-            t.kind,
+            f"{t.kind} ({source})" if source else t.kind,
             str(len(t.labels)),
             _names(t.labels),
             "yes" if t.has_dropout else "no",

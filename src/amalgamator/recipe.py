@@ -70,14 +70,14 @@ class TeacherSpec(_PathSpec):
     ``onnx: model.onnx`` (with ``labels:`` when the ONNX graph records none) instead of ``path:``."""
 
     path: str | None = None  # type: ignore[assignment]
-    sklearn: str | None = None
-    onnx: str | None = None
-    labels: list[str] | None = None
     name: str | None = None
     features: list[str] | None = None
     kind: Literal["multiclass", "multilabel", "chain", "multitask", "embedding"] | None = (
         None  # checked against the folder's own
     )
+    sklearn: str | None = None
+    onnx: str | None = None
+    labels: list[str] | None = None
 
     @field_validator("name", mode="before")
     @classmethod
