@@ -249,3 +249,13 @@ def test_method_name_options_and_labels_checked(tmp_path):
         load_recipe(_recipe(tmp_path, BASE + "method: supervised\n"))
     with pytest.raises(RecipeError, match="unknown preset 'mpl'.*Did you mean: mlp"):
         load_recipe(_recipe(tmp_path, BASE + "student: mpl\n"))
+
+
+def test_reversed_and_strided_array_views_are_accepted():
+    """A view such as x[::-1] (negative strides) is copied, not refused with a torch message."""
+    from amalgamator.data import Inputs
+
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    got = Inputs(x[::-1])
+    np.testing.assert_array_equal(got.values.numpy(), x[::-1])
+    np.testing.assert_array_equal(Inputs(x[:, ::-2]).values.numpy(), x[:, ::-2])

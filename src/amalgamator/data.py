@@ -21,7 +21,11 @@ Batch = torch.Tensor | list[str]
 
 
 def _as_tensor(arr: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(arr)) if not isinstance(arr, torch.Tensor) else arr.detach().cpu()
+    if not isinstance(arr, torch.Tensor):
+        arr = np.asarray(arr)
+        if any(s < 0 for s in arr.strides):  # a reversed view (x[::-1]): torch cannot share it, so copy
+            arr = np.ascontiguousarray(arr)
+    t = torch.as_tensor(arr) if not isinstance(arr, torch.Tensor) else arr.detach().cpu()
     if t.dtype == torch.bool or t.is_floating_point():
         t = t.to(torch.float32)
     elif t.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64):
