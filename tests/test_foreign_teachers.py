@@ -16,14 +16,10 @@ LOW, HIGH = [str(i) for i in range(5)], [str(i) for i in range(5, 10)]
 
 
 @pytest.fixture(scope="module")
-def split():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = (d.data / 16.0).astype(np.float32)
-    y = d.target.astype(str)
-    perm = np.random.default_rng(0).permutation(len(x))
-    return x, y, perm[:400], perm[400:700]
+def split(digits):
+    """conftest's digits permutation: its first 400 rows train the teachers, the next 300 are the pool."""
+    x, y, first, second, _ = digits
+    return x, y, first[:400], np.concatenate([first[400:], second[:100]])
 
 
 @pytest.fixture(scope="module")

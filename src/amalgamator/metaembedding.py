@@ -126,6 +126,11 @@ class MetaEmbedding:
         return word in self._index
 
     @property
+    def index(self) -> dict[str, int]:
+        """Word → row (as :attr:`WordVectors.index`)."""
+        return self._index
+
+    @property
     def vocabulary(self) -> list[str]:
         return list(self.words)
 
@@ -246,8 +251,7 @@ class MetaEmbedding:
 def pair_similarities(model: Any, pairs: Sequence[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
     """Cosine similarity of each pair under ``model`` (a MetaEmbedding or a WordVectors) and whether
     both words are known; a pair with an unknown word scores 0 (stated policy, never dropped)."""
-    words = list(model.words)
-    index = {w: i for i, w in enumerate(words)} if not hasattr(model, "index") else model.index
+    index = model.index
     unit = model.unit() if hasattr(model, "unit") else model.normalized()
     a = np.array([index.get(p[0], -1) for p in pairs])
     b = np.array([index.get(p[1], -1) for p in pairs])
@@ -281,8 +285,7 @@ def analogy_accuracy(model: Any, questions: Sequence[Sequence[str]], restrict: i
     question words excluded), as gensim's ``evaluate_word_analogies``. A question with any word outside the
     vocabulary counts as wrong (``accuracy``); ``accuracy_covered`` is over the answerable ones.
     ``restrict``: search the answer among the first ``restrict`` words only (the gensim convention), or all."""
-    words = list(model.words)
-    index = {w: i for i, w in enumerate(words)}
+    words, index = model.words, model.index
     unit = torch.from_numpy(np.ascontiguousarray(model.unit() if hasattr(model, "unit") else model.normalized()))
     limit = len(words) if restrict is None else min(restrict, len(words))
     q = [tuple(x[-4:]) for x in questions]
@@ -335,12 +338,22 @@ def read_word_pairs(path: str | Path) -> tuple[list[tuple[str, str]], list[float
     return pairs, gold
 
 
+def gensim_test_data(name: str) -> Path:
+    """A file of gensim's bundled test data (WordSim353, SimLex-999, the analogy questions), located
+    without importing gensim (which takes seconds)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gensim")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the word-similarity and analogy sets ship with gensim: pip install gensim (or the "
+                        "'embeddings' extra), or give --data pairs.tsv ('word1 word2 score' per line).")  # fmt: skip
+    path = Path(list(spec.submodule_search_locations)[0]) / "test" / "test_data" / name
+    if not path.is_file():
+        raise DataError(f"{path} is missing from the installed gensim; reinstall it: pip install --force-reinstall "
+                        "gensim")  # fmt: skip
+    return path
+
+
 def standard_similarity_sets() -> dict[str, Path]:
-    """WordSim353 and SimLex-999 as shipped in gensim's test data (``pip install gensim``)."""
-    try:
-        import gensim
-    except ImportError:
-        raise DataError("the standard word-similarity sets come with gensim: pip install gensim, or give "
-                        "--data pairs.tsv ('word1 word2 score' per line).") from None  # fmt: skip
-    root = Path(gensim.__file__).parent / "test" / "test_data"
-    return {"WordSim353": root / "wordsim353.tsv", "SimLex-999": root / "simlex999.txt"}
+    """WordSim353 and SimLex-999 as shipped in gensim's test data."""
+    return {"WordSim353": gensim_test_data("wordsim353.tsv"), "SimLex-999": gensim_test_data("simlex999.txt")}

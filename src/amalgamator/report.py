@@ -27,6 +27,11 @@ def _options(options: dict[str, Any] | None) -> str:
     return ", ".join(f"`{k}={v!r}`" for k, v in (options or {}).items()) or "defaults"
 
 
+def _method_row(result: Any, info: dict[str, Any]) -> list[str]:
+    """The report's "method" setting: its name and options."""
+    return ["method", f"`{result.method}` ({_options(info.get('method_options'))})"]
+
+
 def student_report(result: Any, teachers: Sequence[Any]) -> str:
     """The report.md written beside a student: what it knows, how it was made, how long it took."""
     st = result.student
@@ -57,7 +62,7 @@ def student_report(result: Any, teachers: Sequence[Any]) -> str:
         markdown_table(
             ["setting", "value"],
             [
-                ["method", f"`{result.method}` ({_options(info.get('method_options'))})"],
+                _method_row(result, info),
                 ["student", f"`{arch.get('preset') or arch.get('class')}` ({_options(info.get('student_options'))})"],
                 *[[k, v] for k, v in info.get("train", {}).items()],
                 [
@@ -230,13 +235,7 @@ def embedding_report(result: Any, teachers: Sequence[Any]) -> str:
         "",
         "## Training",
         "",
-        markdown_table(
-            ["setting", "value"],
-            [
-                ["method", f"`{result.method}` ({_options(info.get('method_options'))})"],
-                *[[k, v] for k, v in info.get("train", {}).items()],
-            ],
-        ),  # fmt: skip
+        markdown_table(["setting", "value"], [_method_row(result, info), *info.get("train", {}).items()]),
         "",
         f"Wall time: {result.timings.get('total', 0):.1f} s (training {result.timings.get('train', 0):.1f} s).",
         "",

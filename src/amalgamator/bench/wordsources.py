@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import DataError
+from ..metaembedding import gensim_test_data as gensim_test_file
+from ..metaembedding import read_word_pairs
 from .datasets import cache_dir, read_npz, write_npz
 
 if TYPE_CHECKING:
@@ -326,37 +328,11 @@ def _words_of(source: Any) -> Iterable[str]:
 # ------------------------------------------------------------------------------------------ evaluation data
 
 
-def gensim_test_file(name: str) -> Path:
-    """A file of gensim's bundled test data, located without importing gensim (which takes seconds)."""
-    spec = importlib.util.find_spec("gensim")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError(f"the word similarity and analogy data ship with gensim: {GENSIM_INSTALL}")
-    path = Path(list(spec.submodule_search_locations)[0]) / "test" / "test_data" / name
-    if not path.is_file():
-        raise DataError(
-            f"{path} is missing from the installed gensim; reinstall it: {GENSIM_INSTALL} --force-reinstall"
-        )
-    return path
-
-
-def _read_pairs(name: str, column: str | None = None) -> list[tuple[str, str, float]]:
-    """Rows ``word1<TAB>word2<TAB>score`` after '#' comments; a header line naming ``column`` picks the score
-    column instead (the original SimLex-999 layout), so either version of a file reads the same way."""
-    path = gensim_test_file(name)
-    out: list[tuple[str, str, float]] = []
-    score_col = 2
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        cells = line.rstrip("\n").split("\t")
-        if column is not None and column in cells:
-            score_col = cells.index(column)
-            continue
-        try:
-            out.append((cells[0].strip().lower(), cells[1].strip().lower(), float(cells[score_col])))
-        except (IndexError, ValueError):
-            raise DataError(f"{path} line {n} is not 'word<TAB>word<TAB>score': {line[:80]!r}") from None
-    return out
+def _read_pairs(name: str) -> list[tuple[str, str, float]]:
+    """``(word1, word2, score)`` rows of one of gensim's similarity files, read by the library's own reader
+    (``#`` comments; the original SimLex-999 layout's header picks its SimLex999 column)."""
+    pairs, gold = read_word_pairs(gensim_test_file(name))
+    return [(a, b, s) for (a, b), s in zip(pairs, gold, strict=True)]
 
 
 def wordsim353() -> list[tuple[str, str, float]]:
@@ -366,7 +342,7 @@ def wordsim353() -> list[tuple[str, str, float]]:
 
 def simlex999() -> list[tuple[str, str, float]]:
     """SimLex-999 (similarity, not relatedness, 0-10): 999 ``(word1, word2, score)`` pairs, lowercase."""
-    return _read_pairs("simlex999.txt", column="SimLex999")
+    return _read_pairs("simlex999.txt")
 
 
 def analogies() -> list[tuple[str, str, str, str, str]]:
