@@ -107,8 +107,15 @@ def test_auto_is_the_default_and_says_why(tmp_path, capsys, monkeypatch):
     assert choice["method"] == "calibrated" and choice["risky"] and choice["overconfident"], choice
 
     lab = torch.arange(40)
-    res, choice = _auto(_bayes_teachers(means), x, labeled=(x[lab], [["a", "b", "c", "d"][int(v)] for v in y[lab]]))
-    assert choice["method"] == "supuhc" and choice["labeled"] == 40 and "40 labeled rows" in choice["why"]
+    names = ["a", "b", "c", "d"]
+    _, choice = _auto(honest, x, labeled=(x[lab], [names[int(v)] for v in y[lab]]))
+    assert choice["method"] == "calibrated" and choice["labeled"] == 40, choice  # the labels confirm the targets
+    assert choice["label_agreement"] >= 0.9 and "of the 40 labeled rows" in choice["why"], choice
+
+    # linear teachers sure on foreign rows: calibrated's targets are right on about half the labeled rows
+    res, choice = _auto(_bayes_teachers(means), x, labeled=(x[lab], [names[int(v)] for v in y[lab]]))
+    assert choice["method"] == "supuhc" and choice["label_agreement"] < 0.9, choice
+    assert "the labels correct them" in choice["why"]
     assert float((torch.as_tensor(res.student.predict_proba(x)).argmax(1) == y).float().mean()) > 0.8
 
 

@@ -409,7 +409,8 @@ def bench(
     seeds: Annotated[int | None, typer.Option(help="Number of seeds to average over (default: the suite's).")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for results and tables.")] = None,
     rows: Annotated[
-        str | None, typer.Option(help="Comma-separated rows to (re)compute into an existing result (multiclass).")
+        str | None,
+        typer.Option(help="Comma-separated rows to (re)compute into an existing result (multiclass, semisupervised)."),
     ] = None,
     threads: Threads = None,
     verbose: Verbose = False,

@@ -171,6 +171,18 @@ def diagnose_logits(
 ) -> Diagnosis:
     """:func:`diagnose` on teachers' logits already computed over the pool (``method="auto"`` reads them
     from the store): ``names`` and label ``spaces`` per teacher, in the order of ``logits``."""
+    return diagnose_with_posterior(names, spaces, logits, prior, own_confidence)[0]
+
+
+def diagnose_with_posterior(
+    names: Sequence[str],
+    spaces: Sequence[Sequence[str]],
+    logits: Sequence[torch.Tensor],
+    prior: Any = "uniform",
+    own_confidence: float = 1.0,
+) -> tuple[Diagnosis, torch.Tensor]:
+    """:func:`diagnose_logits` and the calibrated posterior it estimated the truth with, (rows, union),
+    so that ``auto`` can check it against labeled rows without fitting it twice."""
     union = LabelSpace.union(spaces)
     positions = [torch.as_tensor(union.positions(s)) for s in spaces]
     owners = torch.as_tensor(owner_mask(union, spaces))
@@ -187,7 +199,7 @@ def diagnose_logits(
     diag = Diagnosis(reports, list(union), q.tolist(), naive.tolist(), cal.target.mean(0).tolist(), sinks,
                      routing_risk(logits, owners, cal.target))  # fmt: skip
     diag.advice = advice(diag)
-    return diag
+    return diag, cal.target
 
 
 def routing_risk(logits: Sequence[torch.Tensor], owners: torch.Tensor, posterior: torch.Tensor) -> float:

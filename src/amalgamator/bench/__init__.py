@@ -61,6 +61,8 @@ def run_suite(
     out_dir.mkdir(parents=True, exist_ok=True)
     if rows:
         if "rows" not in inspect.signature(fn).parameters:
-            raise AmalgamatorError(f"suite {name!r} always runs all its rows; --rows works with: multiclass.")
+            raise AmalgamatorError(
+                f"suite {name!r} always runs all its rows; --rows works with: multiclass, semisupervised."
+            )
         return fn(out=out_dir, quick=quick, seeds=seeds, rows=rows)
     return fn(out=out_dir, quick=quick, seeds=seeds)

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from .. import progress
+from ..errors import AmalgamatorError
 from ..report import markdown_table, write_json
 from ..store import TeacherStore
 from .common import (
@@ -174,33 +175,44 @@ def setting_teachers(case: Data, setting: Setting, seed: int, r: dict[str, Any])
     return teacher_set(f"{case.key}-seq", specs, r["x_teacher"], r["y_teacher"], rows, seed)
 
 
-def run_setting(case: Data, setting: Setting, seed: int, r: dict[str, Any], store: Path) -> dict[str, Any]:
-    """Teachers (cached) and every row at every label ratio of one setting, for one seed."""
+def run_setting(
+    case: Data, setting: Setting, seed: int, r: dict[str, Any], store: Path,
+    only: set[str] | None = None, into: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Teachers (cached) and every row at every label ratio of one setting, for one seed; with ``only``,
+    just those rows (label-free row names, or a labeled method's row name) recomputed ``into`` a
+    finished result."""
     from .sequences import labeled_subset
+
+    def wanted(row: str) -> bool:
+        return only is None or row in only
 
     groups = setting.groups(r["classes"])
     teachers, train_s = setting_teachers(case, setting, seed, r)
     x_test, y_test = r["x_test"], r["y_test"]
-    result: dict[str, Any] = {"groups": groups, "teacher_training_s": train_s, "teachers": {}, "free": {}, "ratios": {}}
+    result: dict[str, Any] = into or {"groups": groups, "teacher_training_s": train_s, "teachers": {}, "free": {},
+                                      "ratios": {}}  # fmt: skip
     for t in teachers:
         result["teachers"][f"teacher {t.name}"] = accuracy(y_test, t.predict(x_test))
     common = dict(student="lstm", student_options=dict(case.archs[0][1]), epochs=case.epochs,
                   batch_size=case.batch_size, lr=case.lr, seed=seed, progress=False)  # fmt: skip
     x_pool, y_pool = r["x_pool"], r["y_pool"]
     for row, (method, options) in FREE_METHODS.items():
-        if not available(method):
+        if not available(method) or not wanted(row):
             continue
         res = timed_amalgamate(teachers, store, common, data=x_pool, method=method, method_options=options)
         result["free"][row] = _score(res, x_test, y_test)
-    sup = timed_amalgamate(teachers, store, common, labeled=(x_pool, y_pool), method="supervised")
-    result["free"]["supervised"] = _score(sup, x_test, y_test)
-    result["diagnosis"] = routing_diagnosis(teachers, x_pool, y_pool, TeacherStore(store))
+    if wanted("supervised"):
+        sup = timed_amalgamate(teachers, store, common, labeled=(x_pool, y_pool), method="supervised")
+        result["free"]["supervised"] = _score(sup, x_test, y_test)
+    if only is None:
+        result["diagnosis"] = routing_diagnosis(teachers, x_pool, y_pool, TeacherStore(store))
     for ratio in setting.ratios:
         lab = labeled_subset(y_pool, ratio, seed)
         unl = np.setdiff1d(np.arange(len(y_pool)), lab)
-        cell: dict[str, Any] = {"labeled": int(len(lab))}
+        cell: dict[str, Any] = result["ratios"].get(f"{ratio:g}") or {"labeled": int(len(lab))}
         for method in LABEL_METHODS:
-            if not available(method):
+            if not available(method) or not wanted(LABEL_ROWS.get(method, method)):
                 continue
             labeled = (x_pool[lab], y_pool[lab])
             res = timed_amalgamate(teachers, store, common, data=x_pool[unl], labeled=labeled, method=method)
@@ -209,6 +221,11 @@ def run_setting(case: Data, setting: Setting, seed: int, r: dict[str, Any], stor
                 cell[method].update(_trust_figures(res, teachers, y_pool[np.concatenate([unl, lab])], r["classes"]))
         result["ratios"][f"{ratio:g}"] = cell
     return result
+
+
+def all_rows() -> list[str]:
+    """Every row name ``rows=`` may recompute."""
+    return [*FREE_METHODS, "supervised", *(LABEL_ROWS.get(m, m) for m in LABEL_METHODS)]
 
 
 def _score(res, x_test, y_test) -> dict[str, Any]:
@@ -231,17 +248,24 @@ def _trust_figures(res, teachers, y_rows: np.ndarray, classes: tuple[str, ...]) 
     return {"ttl_routing": float(ok.mean()), "trust_by_class": by_class}
 
 
-def run_job(key: str, seed: int, quick: bool) -> dict[str, Any]:
-    """One dataset and seed: every setting, every row. Runs in a worker process (see :func:`run`)."""
+def run_job(key: str, seed: int, quick: bool, only: list[str] | None = None,
+            part: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """One dataset and seed: every setting, every row (or the rows ``only`` names, into a finished
+    ``part``). Runs in a worker process (see :func:`run`)."""
     case = next(c for c in data_cases(quick) if c.key == key)
     t0 = time.perf_counter()
     r = roles(case, seed, _DATA_CACHE)
     sizes = {k: len(r[f"y_{k}"]) for k in ("teacher", "pool", "test")}
-    per: dict[str, Any] = {"split": r["split"], "sizes": sizes, "settings": {}}
+    per: dict[str, Any] = part or {"split": r["split"], "sizes": sizes, "settings": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for setting in settings_for(quick):
-            per["settings"][setting.key] = run_setting(case, setting, seed, r, Path(tmp))
-    per["seconds"] = time.perf_counter() - t0
+            into = per["settings"].get(setting.key) if only else None
+            per["settings"][setting.key] = run_setting(case, setting, seed, r, Path(tmp),
+                                                       set(only) if only else None, into)  # fmt: skip
+    if only:
+        per["recomputed"] = sorted(set(per.get("recomputed", [])) | set(only))
+    else:
+        per["seconds"] = time.perf_counter() - t0
     return per
 
 
@@ -296,10 +320,16 @@ def _save_part(key: str, seed: int, quick: bool, result: dict[str, Any]) -> None
     save_part(_part_path(key, seed, quick), _job_config(key, quick), result)
 
 
-def run(out: Path, quick: bool = False, seeds: int | None = None, workers: int | None = None) -> dict:
+def run(out: Path, quick: bool = False, seeds: int | None = None, workers: int | None = None,
+        rows: list[str] | None = None) -> dict:  # fmt: skip
     """Every (dataset, seed) job, in ``workers`` processes of one torch thread each (default: one per
     usable core, ``$AMALGAMATOR_BENCH_WORKERS`` overrides). Finished jobs are kept in the cache, so an
-    interrupted run picks up where it stopped."""
+    interrupted run picks up where it stopped. ``rows`` recomputes just those rows into the finished
+    jobs (after a change to one method), and runs unfinished jobs in full."""
+    if rows:
+        unknown = sorted(set(rows) - set(all_rows()))
+        if unknown:
+            raise AmalgamatorError(f"unknown semisupervised rows {unknown}; the rows are: {', '.join(all_rows())}.")
     n_seeds = seeds or (1 if quick else 3)
     keys = [c.key for c in data_cases(quick)]
     for method in _job_config(keys[0], quick)["unavailable"]:
@@ -313,15 +343,17 @@ def run(out: Path, quick: bool = False, seeds: int | None = None, workers: int |
     for job, part in done.items():
         if _add_missing_diagnosis(part, *job, quick):
             _save_part(*job, quick, part)
-    todo = [job for job in jobs if job not in done]
+    todo = [(*job, quick) for job in jobs if job not in done]
+    if rows:
+        todo += [(*job, quick, list(rows), part) for job, part in done.items()]
     workers = max(1, min(workers or default_workers(), len(todo) or 1))
 
     def finished(job: tuple, result: dict[str, Any], seconds: float) -> None:
-        key, seed, _ = job
+        key, seed = job[:2]
         done[(key, seed)] = result
         _save_part(key, seed, quick, result)
 
-    run_jobs(run_job, [(*job, quick) for job in todo], workers, finished, lambda j: f"[bold]{j[0]}[/] seed {j[1]}")
+    run_jobs(run_job, todo, workers, finished, lambda j: f"[bold]{j[0]}[/] seed {j[1]}")
     results: dict[str, Any] = {"seeds": n_seeds, "quick": quick, "workers": workers, "data": {}}
     for case in data_cases(quick):
         runs = [done[(case.key, s)] for s in range(n_seeds)]
