@@ -10,6 +10,7 @@ from . import (  # noqa: F401  (registration)
     coordinator,
     dfa,
     kd,
+    mahalanobis,
     metabaselines,
     muki,
     multilabel,
