@@ -13,12 +13,14 @@ from .diagnose import Diagnosis, diagnose  # noqa: E402
 from .errors import AmalgamatorError  # noqa: E402
 from .labels import LabelSpace  # noqa: E402
 from .metrics import evaluate  # noqa: E402
+from .statistics import FeatureStatistics, fit_statistics  # noqa: E402
 from .student import Student, load_student  # noqa: E402
 from .teachers import Teacher  # noqa: E402
 
 __all__ = [
     "AmalgamatorError",
     "Diagnosis",
+    "FeatureStatistics",
     "LabelSpace",
     "Result",
     "Student",
@@ -27,6 +29,7 @@ __all__ = [
     "amalgamate",
     "diagnose",
     "evaluate",
+    "fit_statistics",
     "load_student",
     "pad_sequences",
     "train_classifier",

@@ -21,6 +21,11 @@ so that scores of different teachers, in different spaces, can be compared:
    counted with multiplicity), normalised over the teachers. Eigenvalues of every covariance are
    floored at ``floor`` × the largest, so a direction that never varied in training (a dead unit)
    puts a foreign row far away instead of dividing by zero.
+3b. **Balance** (``balance``, default on): the ratios of different teachers live in different spaces
+   and need not be on one scale (fortunes, MiniLM vs TF-IDF teachers: one teacher took 95 % of the
+   gate's mass and accuracy fell from 44.7 to 35.4). A per-teacher factor is fitted so that the pool
+   mean of P(k | x) is π_k, the prior shift of Saerens et al. 2002 applied to teachers instead of
+   classes (fortunes 44.8; Letters, 13 teachers: 84.4 vs 84.0 without).
 4. **Target**: the routed mixture of the teachers' outputs placed in the union,
    t(y | x) = Σ_k P(k | x) · softmax(z_k(x))_y [y ∈ Y_k]; the student learns it with soft
    cross-entropy. Labeled rows, when given, learn their one-hot label instead (each counts once).
@@ -41,7 +46,7 @@ from ..errors import MethodError
 from ..statistics import INPUT, gaussian_log_density, input_matrix
 from ..store import LOGITS, feature_piece
 from ..teachers import Teacher
-from .base import Context, Count, Method, Positive, Range, StudentOutput, register, soft_cross_entropy
+from .base import Context, Count, Flag, Method, Positive, Range, StudentOutput, register, soft_cross_entropy
 
 
 def teacher_space(ctx: Context, i: int) -> torch.Tensor:
@@ -72,9 +77,18 @@ def weighted_gaussians(h: torch.Tensor, resp: torch.Tensor) -> tuple[torch.Tenso
     return means, cov / mass.sum(), mass / mass.sum()
 
 
-def route(log_ratio: torch.Tensor, shares: torch.Tensor, sharpness: float = 1.0) -> torch.Tensor:
-    """Step 3: P(k | x) ∝ π_k · r_k(x)^sharpness, (rows, teachers)."""
-    return (sharpness * log_ratio + shares.log()).softmax(1)
+def route(log_ratio: torch.Tensor, shares: torch.Tensor, sharpness: float = 1.0, balanced: bool = True,
+          iterations: int = 200) -> torch.Tensor:  # fmt: skip
+    """Step 3: P(k | x) ∝ π_k · r_k(x)^sharpness, (rows, teachers); ``balanced``: times a per-teacher
+    factor fitted so that the pool mean of P(k | x) is π_k (step 3b)."""
+    logits = sharpness * log_ratio + shares.log()
+    bias = torch.zeros(len(shares), dtype=logits.dtype)
+    for _ in range(iterations if balanced else 0):
+        step = shares.log() - (logits + bias).softmax(1).mean(0).clamp(min=1e-12).log()
+        bias = bias + step
+        if float(step.abs().max()) < 1e-6:
+            break
+    return (logits + bias).softmax(1)
 
 
 def routed_mixture(ctx: Context, gate: torch.Tensor) -> torch.Tensor:
@@ -96,9 +110,10 @@ class Mahalanobis(Method):
     family = "A: multi-class union"
     summary = "each example learns from the teachers whose training-feature Gaussians (carried statistics) explain it"
     uses_labels = "optional"
-    defaults = {"statistics": "carried", "floor": 1e-6, "sharpness": 1.0, "iterations": 3}
+    defaults = {"statistics": "carried", "floor": 1e-6, "sharpness": 1.0, "balance": True, "iterations": 3}
     rules = {
         "statistics": Literal["carried", "pool"],
+        "balance": Flag,
         "floor": Range(gt=0, lt=1),
         "sharpness": Positive,
         "iterations": Count,
@@ -140,7 +155,8 @@ class Mahalanobis(Method):
         background = [pool_gaussian(h, floor) for h in spaces]
         if self.options["statistics"] == "carried":
             own = [self._carried(t, h, floor) for t, h in zip(ctx.teachers, spaces, strict=True)]
-            gate = route(torch.stack(own, 1) - torch.stack(background, 1), shares, float(self.options["sharpness"]))
+            gate = route(torch.stack(own, 1) - torch.stack(background, 1), shares, float(self.options["sharpness"]),
+                         bool(self.options["balance"]))  # fmt: skip
         else:
             gate = self._pool_fitted(ctx, spaces, background, shares, floor)
         target = routed_mixture(ctx, gate)
@@ -178,7 +194,9 @@ class Mahalanobis(Method):
                 resp = gate[:, i : i + 1] * logits[i].double().softmax(-1)  # claimed rows, by class
                 means, cov, weights = weighted_gaussians(h, resp)
                 ratios.append(gaussian_log_density(h, means, cov, weights, floor) - background[i])
-            gate = route(torch.stack(ratios, 1), shares, float(self.options["sharpness"]))
+            gate = route(
+                torch.stack(ratios, 1), shares, float(self.options["sharpness"]), bool(self.options["balance"])
+            )
         return gate
 
     def loss(self, batch: dict[str, torch.Tensor], out: StudentOutput) -> torch.Tensor:
