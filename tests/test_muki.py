@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 import amalgamator as am
+from amalgamator.errors import MethodError
 from amalgamator.methods.muki import MUKIHard, MUKISoft, instance_weights, normalised_uncertainty
 
 from .conftest import logits_context
@@ -66,12 +67,15 @@ def test_mc_dropout_changes_the_uncertainty(digits, teachers):
     assert not torch.allclose(mc.diagnostics["uncertainty"], plain.diagnostics["uncertainty"])
 
 
-def test_teacher_without_dropout_warns_k_degenerates(digits):
+def test_teacher_without_dropout_is_refused_unless_k_is_1(digits):
+    """K > 1 needs dropout: refused, naming the ablation; K = 1 (the paper's ablation) runs when asked for."""
     x, y, t, p, _ = digits
     a = am.Teacher(nn.Sequential(nn.Linear(64, 5)), labels=list("01234"), name="nodrop")
     b = am.Teacher(nn.Sequential(nn.Linear(64, 5)), labels=list("56789"), name="nodrop2")
-    with pytest.warns(UserWarning, match="'nodrop' has no dropout modules: Monte-Carlo dropout degenerates to K = 1"):
-        res = am.amalgamate([a, b], data=x[p][:50], method="muki-hard", epochs=1)
+    with pytest.raises(MethodError, match="teacher 'nodrop' cannot give: its model has no dropout modules") as err:
+        am.amalgamate([a, b], data=x[p][:50], method="muki-hard", epochs=1)
+    assert "method_options={'k': 1}" in str(err.value) and "kd" in str(err.value).split("methods that work")[1]
+    res = am.amalgamate([a, b], data=x[p][:50], method="muki-hard", method_options={"k": 1}, epochs=1)
     assert res.timings["mc"] == 0.0
 
 

@@ -262,18 +262,16 @@ def inspect(
     con = _out()
 
     table = Table(title="teachers")
-    for col in ("name", "kind", "#labels", "labels", "dropout", "feature taps"):
-        table.add_column(col, no_wrap=col in ("name", "kind", "#labels", "dropout"))
+    for col in ("name", "kind", "#labels", "labels", "capabilities"):
+        table.add_column(
+            col, no_wrap=col in ("name", "kind", "#labels"), min_width=12 if col == "capabilities" else None
+        )
     for t in teachers:
         source = getattr(t, "source_type", None)  # a teacher that is not a torch model says what it is
-        table.add_row(
-            t.name,
-            f"{t.kind} ({source})" if source else t.kind,
-            str(len(t.labels)),
-            _names(t.labels),
-            "yes" if t.has_dropout else "no",
-            ", ".join(t.features),
-        )
+        caps = capability_names(t.capabilities)
+        if t.features:  # the taps' module paths beside "features"
+            caps = caps.replace("features", f"features ({', '.join(t.features)})")
+        table.add_row(t.name, f"{t.kind} ({source})" if source else t.kind, str(len(t.labels)), _names(t.labels), caps)
     con.print(table)
 
     spaces = [t.labels for t in teachers]
@@ -362,23 +360,31 @@ def suitable_methods(teachers: Sequence[Any], has_labeled: bool) -> list[tuple[s
         else:
             try:
                 cls().validate(list(teachers))
-            except AmalgamatorError as exc:
-                reason = str(exc)
+            except AmalgamatorError as exc:  # the table itself lists the methods that work
+                reason = str(exc).split("; methods that work with these teachers:")[0]
         rows.append((name, cls.family, not reason, reason))
     return rows
 
 
 @app.command()
 def methods() -> None:
-    """List every registered method with its family and paper."""
+    """List every registered method with its family, paper, teacher kinds, labels and what it needs of teachers."""
     from .methods import REGISTRY
 
     table = methods_table(REGISTRY)
     _out().print(table)
 
 
+def capability_names(capabilities: Any) -> str:
+    """Capability names in their canonical order (outputs, features, dropout, gradients)."""
+    from .teachers import CAPABILITIES
+
+    return ", ".join(c for c in CAPABILITIES if c in capabilities)
+
+
 def methods_table(registry: dict[str, Any]) -> Table:
-    """The methods listing; names never wrap or truncate, so scripts can read them as words."""
+    """The methods listing; names never wrap or truncate, so scripts can read them as words. "needs" is what a
+    method needs of every teacher (``Method.needs``; a teacher's ``capabilities`` must cover it)."""
     table = Table(title="amalgamation methods")
     width = max((len(n) for n in registry), default=4)
     table.add_column("name", no_wrap=True, min_width=width, overflow="ignore")
@@ -387,9 +393,13 @@ def methods_table(registry: dict[str, Any]) -> Table:
     table.add_column("summary", ratio=3)
     table.add_column("kinds", no_wrap=True)
     table.add_column("labels", no_wrap=True)
+    table.add_column("needs", ratio=1)
     for name, cls in sorted(registry.items(), key=lambda kv: (kv[1].family, kv[0])):
         kinds = ", ".join(sorted(getattr(cls, "kinds", ())))
-        table.add_row(name, cls.family, cls.paper, cls.summary, kinds, cls.uses_labels)
+        needs = capability_names(getattr(cls, "needs", {"outputs"}))
+        note = getattr(cls, "needs_note", "")
+        table.add_row(name, cls.family, cls.paper, cls.summary, kinds, cls.uses_labels,
+                      f"{needs} ({note})" if note else needs)  # fmt: skip
     return table
 
 

@@ -5,7 +5,8 @@ Each is wrapped as an ``nn.Module`` with no parameters that turns a batch (a ten
 text data) into logits, inside a :class:`ForeignTeacher`: a :class:`~amalgamator.teachers.Teacher`
 whose store key (:meth:`ForeignTeacher.fingerprint`) comes from the adapter's own identity instead of
 torch weights. Made by :meth:`Teacher.from_callable`, :meth:`Teacher.from_outputs`,
-:meth:`Teacher.from_sklearn` and :meth:`Teacher.from_onnx`.
+:meth:`Teacher.from_sklearn` and :meth:`Teacher.from_onnx`. Such a teacher can give its outputs and nothing
+else (``capabilities``): no feature taps, no dropout, no gradients, so methods that need those refuse it.
 
 scikit-learn, skops and onnxruntime are imported only inside the functions that need them.
 """
@@ -36,6 +37,14 @@ SUM_TOLERANCE = 1e-3
 RETURNS = ("probs", "logits")
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 _TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
+#: adapter module → (source type shown by ``inspect``, what it is in a sentence)
+_SOURCES = {
+    "CallableModule": ("callable", "a callable"),
+    "SklearnModule": ("scikit-learn", "a scikit-learn model"),
+    "MultiLabelSklearnModule": ("scikit-learn", "a scikit-learn model"),
+    "OnnxModule": ("onnx", "an ONNX model"),
+    "OutputsModule": ("outputs", "outputs computed elsewhere"),
+}
 
 
 class ForeignTeacher(Teacher):
@@ -45,16 +54,26 @@ class ForeignTeacher(Teacher):
     kind and labels, so two adapters share store entries exactly when their identities match.
     """
 
-    def __init__(self, model: nn.Module, labels: Sequence[str], name: str | None, identity: str):
-        super().__init__(model, labels=labels, name=name)
+    def __init__(
+        self, model: nn.Module, labels: Sequence[str], name: str | None, identity: str, kind: str = "multiclass"
+    ):
+        super().__init__(model, labels=labels, name=name, kind=kind)
         self._identity = identity
 
     @property
     def source_type(self) -> str:
         """What the teacher was built from (shown by ``amalgamator inspect``)."""
-        return {"SklearnModule": "scikit-learn", "OnnxModule": "onnx", "OutputsModule": "outputs"}.get(
-            type(self.model).__name__, "callable"
-        )
+        return _SOURCES.get(type(self.model).__name__, ("callable", ""))[0]
+
+    @property
+    def origin(self) -> str:
+        """What the teacher is, for a refusal: "a callable", "a scikit-learn model", ..."""
+        return _SOURCES.get(type(self.model).__name__, ("", "a callable"))[1]
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """Only outputs: amalgamator sees what the adapter returns, never the model's layers, dropout or gradients."""
+        return frozenset({"outputs"})
 
     def __repr__(self) -> str:
         return f"ForeignTeacher(name={self.name!r}, source={type(self.model).__name__}, labels={len(self.labels)})"
@@ -351,8 +370,105 @@ class SklearnModule(nn.Module):
         return _to_logits(scores, len(x), self.width, "logits", self.who, where)
 
 
+def _is_positive(value: Any) -> bool:
+    """Whether an output's only class is the positive one (1, True, "1", "true", "yes")."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return value == 1
+    return str(value).strip().lower() in ("1", "true", "yes")
+
+
+def _positive_columns(classes: Sequence[Any], who: str) -> list[tuple[int, bool]]:
+    """Per output of a multi-output estimator, (column of the positive class in its ``predict_proba``, whether
+    that column exists): the second of two classes (scikit-learn's positive class), or, for an output that saw
+    one class only in training, whether that class is the positive one."""
+    out = []
+    for j, cls in enumerate(classes):
+        values = np.asarray(cls).reshape(-1)
+        if len(values) == 2:
+            out.append((1, True))
+        elif len(values) == 1:
+            out.append((0, _is_positive(values[0])))
+        else:
+            raise TeacherError(
+                f"{who}: output {j} has {len(values)} classes ({_names(values)}); a multi-label teacher needs two "
+                "classes per output (absent/present). A multi-output multi-class estimator is not supported."
+            )
+    return out
+
+
+def _names(values: np.ndarray, limit: int = 5) -> str:
+    shown = ", ".join(str(v) for v in values[:limit])
+    return shown + (", ..." if len(values) > limit else "")
+
+
+class MultiLabelSklearnModule(nn.Module):
+    """A multi-output 0/1 estimator as one logit per label: ``log(p / (1 − p))`` of each output's positive-class
+    probability, p clipped to ``[PROB_FLOOR, 1 − PROB_FLOOR]``; without ``predict_proba``, the
+    ``decision_function`` scores (n, labels) as they are."""
+
+    def __init__(self, est: Any, positive: list[tuple[int, bool]], who: str):
+        super().__init__()
+        self.est, self.positive, self.width, self.who = est, positive, len(positive), who
+        self.use_proba = hasattr(est, "predict_proba")
+
+    def _positive_proba(self, x: Any) -> np.ndarray:
+        """(n, labels) probability of each output's positive class, checked."""
+        n, where = len(x), f"a batch of {len(x)} rows"
+        raw = self.est.predict_proba(x)
+        if isinstance(raw, (list, tuple)):  # MultiOutputClassifier, multi-output forests: one array per output
+            if len(raw) != self.width:
+                raise TeacherError(f"{self.who} returned {len(raw)} outputs for {where}; expected {self.width}.")
+            cols = []
+            for j, (arr, (col, present)) in enumerate(zip(raw, self.positive, strict=True)):
+                arr = np.asarray(arr, dtype=np.float64)
+                if arr.ndim != 2 or arr.shape[0] != n or arr.shape[1] <= col:
+                    raise TeacherError(
+                        f"{self.who} returned probabilities of shape {arr.shape} for output {j} of {where}; "
+                        f"expected ({n}, {col + 1}) or wider."
+                    )
+                cols.append(arr[:, col] if present else np.zeros(n))
+            probs = np.stack(cols, axis=1) if cols else np.zeros((n, 0))
+        else:  # ClassifierChain and the like: (n, labels) positive-class probabilities
+            probs = np.asarray(raw, dtype=np.float64)
+            if probs.shape != (n, self.width):
+                raise TeacherError(
+                    f"{self.who} returned probabilities of shape {probs.shape} for {where}; expected "
+                    f"({n}, {self.width}): one column per label."
+                )
+        bad = ~np.isfinite(probs).all(1) | (probs < 0).any(1) | (probs > 1).any(1)
+        if bad.any():
+            raise TeacherError(f"{self.who} returned probabilities outside [0, 1] or NaN in {_rows(bad)} of {where}.")
+        return probs
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        x = _as_numpy(batch)
+        if not self.use_proba:
+            scores = self.est.decision_function(x)
+            return _to_logits(scores, len(x), self.width, "logits", self.who, f"a batch of {len(x)} rows")
+        p = np.clip(self._positive_proba(x), PROB_FLOOR, 1.0 - PROB_FLOOR)
+        return torch.from_numpy(np.log(p / (1.0 - p)).astype(np.float32))
+
+
+def _output_classes(est: Any) -> list[Any] | None:
+    """A multi-output estimator's classes per output (``classes_`` as a list of arrays), else None."""
+    classes = getattr(est, "classes_", None)
+    if isinstance(classes, list):
+        return classes
+    if isinstance(classes, np.ndarray) and classes.dtype == object and classes.ndim == 1 and len(classes):
+        if all(isinstance(c, np.ndarray) for c in classes):
+            return list(classes)
+    if isinstance(classes, np.ndarray) and classes.ndim == 2:  # one row of classes per output
+        return list(classes)
+    return None
+
+
 def from_sklearn(
-    estimator_or_path: Any, name: str | None = None, trusted: Sequence[str] | None = None
+    estimator_or_path: Any,
+    name: str | None = None,
+    trusted: Sequence[str] | None = None,
+    labels: Sequence[str] | None = None,
 ) -> ForeignTeacher:
     """See :meth:`Teacher.from_sklearn`."""
     if isinstance(estimator_or_path, (str, Path)):
@@ -387,14 +503,21 @@ def from_sklearn(
     classes = getattr(est, "classes_", None)
     if classes is None:
         raise TeacherError(f"{who}: {type(est).__name__} has no classes_; fit it before making it a teacher.")
-    if isinstance(classes, list) or (isinstance(classes, np.ndarray) and classes.dtype == object and classes.ndim > 1):
-        raise TeacherError(
-            f"{who}: multi-label or multi-output estimators (classes_ is a list of arrays) are not supported yet."
-        )
-    labels = [str(c) for c in np.asarray(classes).reshape(-1)]
+    per_output = _output_classes(est)
+    width = len(per_output) if per_output is not None else len(np.asarray(classes).reshape(-1))
+    if labels is not None:
+        labels = [str(v) for v in labels]
+        if len(labels) != width:
+            what = "outputs (labels)" if per_output is not None else "classes"
+            raise TeacherError(f"{who}: {len(labels)} labels given for {width} {what}; give one name per output.")
     if not identity:
         identity = estimator_identity(est)
-    return ForeignTeacher(SklearnModule(est, len(labels), who), labels, name, json.dumps(["sklearn", identity]))
+    if per_output is not None:
+        module: nn.Module = MultiLabelSklearnModule(est, _positive_columns(per_output, who), who)
+        names = labels if labels is not None else [str(j) for j in range(width)]
+        return ForeignTeacher(module, names, name, json.dumps(["sklearn", identity]), kind="multilabel")
+    names = labels if labels is not None else [str(c) for c in np.asarray(classes).reshape(-1)]
+    return ForeignTeacher(SklearnModule(est, len(names), who), names, name, json.dumps(["sklearn", identity]))
 
 
 # ONNX ----------------------------------------------------------------------
@@ -458,8 +581,12 @@ def from_onnx(
         import onnxruntime as ort
     except ImportError:
         raise TeacherError(f"{who}: an ONNX teacher needs onnxruntime; pip install onnxruntime.") from None
+    from .api import default_threads
+
+    options = ort.SessionOptions()  # the thread budget of amalgamate's teacher passes, not every core
+    options.intra_op_num_threads, options.inter_op_num_threads = default_threads(), 1
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise TeacherError(f"{who}: onnxruntime cannot load {str(path)!r} ({_first_line(exc)}).") from None
     outs = {o.name: o.type for o in session.get_outputs()}

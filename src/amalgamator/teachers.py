@@ -29,6 +29,16 @@ from .labels import LabelSpace
 #: so that their families plug in, and refused by every method until then.
 KINDS = KIND_NAMES
 
+#: What a teacher can give the methods that amalgamate it (:attr:`Teacher.capabilities`), each with the words
+#: a refusal uses; a method states which it needs (``Method.needs``). The names are generic: the core knows them,
+#: not which method needs what.
+CAPABILITIES: dict[str, str] = {
+    "outputs": "outputs on the data",
+    "features": "feature taps",
+    "dropout": "dropout for Monte-Carlo passes",
+    "gradients": "a live module for gradients",
+}
+
 _DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 
@@ -127,6 +137,24 @@ class Teacher:
     @property
     def has_dropout(self) -> bool:
         return any(isinstance(m, _DROPOUT_TYPES) for m in self.model.modules())
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What this teacher can give (:data:`CAPABILITIES`), so a method it cannot serve is refused before any
+        work: a torch model gives outputs and gradients (it is a live module), feature taps when it was made with
+        ``features=``, and dropout for Monte-Carlo passes when its model has dropout modules."""
+        caps = {"outputs", "gradients"}
+        if self.features:
+            caps.add("features")
+        if self.has_dropout:
+            caps.add("dropout")
+        return frozenset(caps)
+
+    @property
+    def origin(self) -> str | None:
+        """What the teacher is when it is not a torch model ("a callable", ...), for messages; None for a torch
+        model, whose missing feature taps can still be given (``features=``)."""
+        return None
 
     # Running ---------------------------------------------------------------
     def _prepare(self, batch: Batch) -> Any:
@@ -411,13 +439,25 @@ class Teacher:
 
     @classmethod
     def from_sklearn(
-        cls, estimator_or_path: Any, name: str | None = None, trusted: Sequence[str] | None = None
+        cls,
+        estimator_or_path: Any,
+        name: str | None = None,
+        trusted: Sequence[str] | None = None,
+        labels: Sequence[str] | None = None,
     ) -> Teacher:
         """A fitted scikit-learn classifier (or a ``.skops`` file of one) as a teacher.
 
-        Labels are ``classes_`` as strings, in the estimator's order. Logits are ``log(predict_proba)``
-        clipped at 1e-7, or, without ``predict_proba``, the ``decision_function`` scores (a binary score
-        ``s`` becomes ``[-s/2, s/2]``). Multi-label estimators are not supported yet.
+        Labels are ``classes_`` as strings, in the estimator's order (or ``labels``, one name per class in
+        that order). Logits are ``log(predict_proba)`` clipped at 1e-7, or, without ``predict_proba``, the
+        ``decision_function`` scores (a binary score ``s`` becomes ``[-s/2, s/2]``).
+
+        A multi-label estimator (``classes_`` a list with one 0/1 class pair per output: a
+        ``MultiOutputClassifier``, a forest fit on a 0/1 matrix, a ``ClassifierChain``) gives a ``multilabel``
+        teacher: one label per output, named by ``labels`` (scikit-learn records no output names; default
+        ``"0"``, ``"1"``, ...: give names when its labels are to meet other teachers'), and per label the logit
+        ``log(p / (1 - p))`` of the positive class's probability ``p`` clipped to ``[1e-7, 1 - 1e-7]`` (so
+        within ±16.1), or ``decision_function`` scores as they are. An output that saw one class only in
+        training has probability 1 when that class is 1/True/"yes", else 0.
 
         A path must be a ``.skops`` file (needs ``skops``): its scikit-learn, numpy and scipy types are
         trusted; any other type is refused unless listed in ``trusted``. Pickles (``.pkl``, ``.pickle``,
@@ -429,7 +469,7 @@ class Teacher:
         """
         from .foreign import from_sklearn
 
-        return from_sklearn(estimator_or_path, name=name, trusted=trusted)
+        return from_sklearn(estimator_or_path, name=name, trusted=trusted, labels=labels)
 
     @classmethod
     def from_onnx(
@@ -446,7 +486,8 @@ class Teacher:
         ``probabilities`` (a skl2onnx classifier needs ``options={"zipmap": False}``). ``returns``: ``"probs"``
         or ``"logits"``; by default probs when the output's name contains "prob". ``labels``: by default the
         class labels the graph records (skl2onnx's ``classlabels_*``, read with ``onnx``). The store key is
-        the file's SHA-256 with the output and ``returns``.
+        the file's SHA-256 with the output and ``returns``. The session runs with ``$AMALGAMATOR_THREADS``
+        intra-op threads, else one per two cores (as ``amalgamate``'s torch passes), not onnxruntime's every core.
         """
         from .foreign import from_onnx
 
@@ -485,6 +526,15 @@ class EmbeddingTeacher(Teacher):
 
     def __repr__(self) -> str:
         return f"EmbeddingTeacher(name={self.name!r}, words={len(self.table)}, dim={self.table.dim})"
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """A table gives its vectors (its outputs) and nothing else."""
+        return frozenset({"outputs"})
+
+    @property
+    def origin(self) -> str | None:
+        return "a word-embedding table"
 
     @property
     def vocabulary(self) -> list[str]:

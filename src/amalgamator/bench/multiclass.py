@@ -11,7 +11,10 @@ re-weighting; its cases' teachers have dropout in every block, as MUKI's BERT te
 
 Cases: Fashion-MNIST (two splits), LetterRecognition with 2 (very unequal: 4 vs 22 letters),
 3, 4, 5, 8 and 13 teachers, 8 teachers whose letter groups overlap their neighbours', and
-fortune topics.
+fortune topics. A last case (issue 18) gives the letters' thirds to three teams' models that are not torch
+models: a HistGradientBoostingClassifier read from a ``.skops`` file, a random forest exported to ONNX and a
+logistic regression behind a Python callable, each trained here and kept in the cache; it runs only the rows
+that need nothing but outputs (``Case.methods``) and records each teacher's pass over the pool.
 
 CFL's α (Eq. 6) is not published; each case chooses it once, on seed 0, from :data:`CFL_ALPHAS`
 on a labeled validation split held out of the teacher split (the teachers never train on it, the
@@ -29,6 +32,7 @@ first row that needs a teacher pass pays for it, later rows read the store).
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -38,6 +42,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from threadpoolctl import threadpool_limits
 
 from .. import progress
 from ..api import amalgamate
@@ -102,6 +107,8 @@ class Case:
     teacher_epochs: int = 8
     lr: float = 2e-3
     ablation: bool = False
+    #: the rows this case runs (methods, or calibrated's row names); None: every row of the suite
+    methods: tuple[str, ...] | None = None
 
 
 def _halves(labels: list[str]) -> list[list[str]]:
@@ -131,6 +138,18 @@ CNN = ("cnn", {"width": 32, "out_dim": 128})
 CNN_BLOCK_DROPOUT = ("cnn", {"width": 32, "out_dim": 128, "block_dropout": 0.1})
 MLP_WIDE = ("mlp", {"hidden": [256, 128]})
 MLP_SMALL = ("mlp", {"hidden": [128]})
+#: teachers that are not torch models (issue 18): scikit-learn estimators trained here, each served the way a
+#: team might hand it over (architecture names: :func:`foreign_teacher`)
+HGB_SKOPS = ("hgb-skops", {"max_iter": 100})
+FOREST_ONNX = ("forest-onnx", {"n_estimators": 100})
+LOGREG_CALLABLE = ("logreg-callable", {"C": 1.0, "max_iter": 1000})
+FOREIGN_ARCHS = {
+    "hgb-skops": "HistGradientBoostingClassifier, a .skops file (Teacher.from_sklearn)",
+    "forest-onnx": "RandomForestClassifier exported to ONNX (Teacher.from_onnx)",
+    "logreg-callable": "LogisticRegression behind a callable (Teacher.from_callable)",
+}
+#: the rows of the foreign-teacher case: the methods that need nothing but the teachers' outputs
+FOREIGN_ROWS = ("ensemble", "kd", "uhc", "calibrated", "auto")
 
 
 def cases(quick: bool) -> list[Case]:
@@ -175,6 +194,10 @@ def cases(quick: bool) -> list[Case]:
             student="text", student_options={"encoder": "minilm", "hidden": [128]},
             teacher_rows=100000, pool_rows=100000, epochs=20, teacher_epochs=20, ablation=True,
         ),
+        # issue 18: three teams' models, none a torch model, on the thirds of letters-3; the last column
+        Case("letters-teams", "Letters, 3 teams' models (scikit-learn, ONNX, callable)", "letters",
+             _letter_groups((1, 1, 1)), [HGB_SKOPS, FOREST_ONNX, LOGREG_CALLABLE], teacher_rows=8000, pool_rows=8000,
+             epochs=20, teacher_epochs=20, methods=FOREIGN_ROWS),
     ]  # fmt: skip
     if quick:
         for c in all_cases:
@@ -209,6 +232,110 @@ def _warn_missing(method: str, rows: list[str]) -> None:
     progress.warn(f"method {method!r} is not registered in this checkout; rows {rows} are skipped.")
 
 
+# Teachers that are not torch models (issue 18) -------------------------------------------------------------
+
+#: bump when what a cached foreign teacher holds changes
+FOREIGN_VERSION = 1
+
+
+def foreign_teacher(dataset: str, spec: TeacherSpec, x: np.ndarray, y: np.ndarray, rows: np.ndarray,
+                    seed: int) -> tuple[Any, float]:  # fmt: skip
+    """A scikit-learn teacher for ``spec`` trained on ``rows`` restricted to its labels, kept in the cache as
+    its team would hand it over (``spec.student`` names how, :data:`FOREIGN_ARCHS`): a ``.skops`` file, an
+    ONNX export, or a ``.skops`` file of the model behind a callable. (teacher, seconds spent training.)"""
+    import hashlib
+    import json
+    import os
+
+    import sklearn
+
+    from ..teachers import Teacher
+    from .teachers import cache_root
+
+    h = hashlib.sha256(json.dumps([FOREIGN_VERSION, dataset, spec.__dict__, seed, sklearn.__version__],
+                                  sort_keys=True).encode())  # fmt: skip
+    h.update(np.asarray(rows, dtype=np.int64).tobytes())
+    folder = cache_root() / "foreign" / h.hexdigest()[:24]
+    file = folder / ("model.onnx" if spec.student == "forest-onnx" else "model.skops")
+    seconds = 0.0
+    if not file.exists():
+        keep = rows[np.isin(y[rows], spec.labels)]
+        t0 = time.perf_counter()
+        est = _fit_sklearn(spec, x[keep], y[keep], seed)
+        seconds = time.perf_counter() - t0
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f"{file.name}.tmp{os.getpid()}")
+        if spec.student == "forest-onnx":
+            from skl2onnx import convert_sklearn
+            from skl2onnx.common.data_types import FloatTensorType
+
+            onx = convert_sklearn(est, initial_types=[("x", FloatTensorType([None, x.shape[1]]))],
+                                  options={"zipmap": False})  # fmt: skip
+            tmp.write_bytes(onx.SerializeToString())
+        else:
+            import skops.io as sio
+
+            sio.dump(est, tmp)
+        os.replace(tmp, file)
+    if spec.student == "hgb-skops":
+        return Teacher.from_sklearn(file, name=spec.name), seconds
+    if spec.student == "forest-onnx":
+        return Teacher.from_onnx(file, name=spec.name), seconds
+    from ..foreign import load_skops
+
+    est = load_skops(file, None, f"teacher {spec.name!r}")
+    # the store sees the callable's code, not the model in it: the file's hash tells retrained models apart
+    version = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
+    labels = [str(c) for c in est.classes_]
+    return Teacher.from_callable(est.predict_proba, labels, name=spec.name, version=version), seconds
+
+
+def _fit_sklearn(spec: TeacherSpec, x: np.ndarray, y: np.ndarray, seed: int) -> Any:
+    if spec.student == "hgb-skops":
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        return HistGradientBoostingClassifier(random_state=seed, **spec.options).fit(x, y)
+    if spec.student == "forest-onnx":
+        from sklearn.ensemble import RandomForestClassifier
+
+        return RandomForestClassifier(random_state=seed, n_jobs=1, **spec.options).fit(x, y)
+    if spec.student == "logreg-callable":
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(**spec.options).fit(x, y)
+    raise ValueError(f"unknown foreign teacher architecture {spec.student!r}; known: {list(FOREIGN_ARCHS)}")
+
+
+def teacher_passes(teachers: Sequence[Any], archs: Sequence[str], x_pool: Any, store: Path) -> dict[str, Any]:
+    """Each teacher's pass over the pool, timed alone into the run's store (so the rows then read it): seconds
+    for the pool and per 1,000 rows, one thread."""
+    from ..data import Inputs
+    from ..store import LOGITS
+
+    pool = Inputs(x_pool, what="pool")
+    out = {}
+    for t, arch in zip(teachers, archs, strict=True):
+        st = TeacherStore(store, progress=False)
+        st.get(t, pool, [LOGITS])
+        secs = st.stats.seconds["teacher"]
+        out[t.name] = {"type": FOREIGN_ARCHS.get(arch, arch), "rows": len(pool), "seconds": secs,
+                       "per_1000_rows": 1000 * secs / len(pool)}  # fmt: skip
+    return out
+
+
+def case_runs(case: Case) -> list[tuple[str, str, dict[str, Any]]]:
+    """(row, method, options) of every row the case runs: the suite's rows, or those ``case.methods`` names."""
+    runs: list[tuple[str, str, dict]] = [(m, m, {}) for m in METHODS]
+    if case.ablation:
+        runs += [(name, name.split()[0], opts) for name, opts in ABLATION.items() if opts]
+    runs += [(name, "calibrated", opts) for name, opts in CALIBRATED.items()]
+    return runs if case.methods is None else [r for r in runs if r[0] in case.methods]
+
+
+def _foreign(case: Case) -> bool:
+    return any(arch in FOREIGN_ARCHS for arch, _ in case.archs)
+
+
 def run_case(
     case: Case, seed: int, bm, plots: dict[str, Any], only: set[str] | None = None, alpha: float | None = None
 ) -> dict[str, Any]:
@@ -232,20 +359,24 @@ def run_case(
         TeacherSpec(f"T{i + 1}", g, arch, opts, epochs=case.teacher_epochs, lr=case.lr)
         for i, (g, (arch, opts)) in enumerate(zip(groups, case.archs, strict=False))
     ]
-    teachers, teacher_train_s = teacher_set(bm.name, specs, bm.x_train, bm.y_train, t_rows, seed)
+    if _foreign(case):
+        made = [foreign_teacher(bm.name, sp, bm.x_train, bm.y_train, t_rows, seed * 100 + i)
+                for i, sp in enumerate(specs)]  # fmt: skip
+        teachers, teacher_train_s = [t for t, _ in made], sum(sec for _, sec in made)
+    else:
+        teachers, teacher_train_s = teacher_set(bm.name, specs, bm.x_train, bm.y_train, t_rows, seed)
     rows: dict[str, dict[str, Any]] = {}
     if only is None:
         for t in teachers:
             rows[f"teacher {t.name} ({len(t.labels)} classes)"] = {"accuracy": accuracy(y_test, t.predict(x_test))}
     common = dict(student=case.student, student_options=case.student_options, epochs=case.epochs,
                   batch_size=128, lr=case.lr, seed=seed, progress=False)  # fmt: skip
+    passes: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp)
-        runs: list[tuple[str, str, dict]] = [(m, m, {}) for m in METHODS]
-        if case.ablation:
-            runs += [(name, name.split()[0], opts) for name, opts in ABLATION.items() if opts]
-        runs += [(name, "calibrated", opts) for name, opts in CALIBRATED.items()]
-        for row, method, opts in runs:
+        if _foreign(case):  # each teacher's pass timed alone, before the rows read the store
+            passes = teacher_passes(teachers, [arch for arch, _ in case.archs], x_pool, store)
+        for row, method, opts in case_runs(case):
             if only is not None and row not in only:
                 continue
             if not available(method):  # the suite warned once (see run)
@@ -278,9 +409,12 @@ def run_case(
     sizes = {"teacher": len(t_rows), "validation": len(v_rows), "pool": len(p_rows), "test": len(test_idx)}
     archs = [f"{arch} {opts}" for arch, opts in case.archs[: len(groups)]]
     setup = {"sizes": sizes, "archs": archs, "student": f"{case.student} {case.student_options}".strip(),
-             "epochs": case.epochs, "teacher_epochs": case.teacher_epochs}  # fmt: skip
-    return {"rows": rows, "teacher_training_s": teacher_train_s, "groups": groups, "setup": setup,
-            "diagnosis": diagnosis}  # fmt: skip
+             "epochs": case.epochs, "teacher_epochs": None if _foreign(case) else case.teacher_epochs}  # fmt: skip
+    result = {"rows": rows, "teacher_training_s": teacher_train_s, "groups": groups, "setup": setup,
+              "diagnosis": diagnosis}  # fmt: skip
+    if passes:
+        result["teacher_pass"] = passes
+    return result
 
 
 def _cfl_selected(teachers, store, common, x_pool, val, test) -> tuple[Any, dict[str, Any]]:
@@ -361,7 +495,10 @@ def _job_config(key: str, seed: int, quick: bool, alpha: float | None) -> dict[s
     the rows, CFL's α candidates and validation split, the methods missing, and for a later seed the α
     that seed 0 chose (a new choice recomputes the later seeds)."""
     case = _case(key, quick)
-    config = {"case": {k: v for k, v in case.__dict__.items() if k != "groups"},
+    # ``methods`` only when a case declares its rows: the other cases' configurations (and cached jobs) stay as
+    # they were before the field existed
+    described = {k: v for k, v in case.__dict__.items() if k != "groups" and not (k == "methods" and v is None)}
+    config = {"case": described,
               "rows": [METHODS, ABLATION, CALIBRATED], "cfl": [CFL_ALPHAS, VALIDATION_FRACTION, VALIDATION_MAX],
               "unavailable": _unavailable(), "version": 1}  # fmt: skip
     if seed > 0:
@@ -398,7 +535,10 @@ def run_job(
         _LOADED[case.dataset] = load(case.dataset)
     t0 = time.perf_counter()
     plots: dict[str, Any] = {}
-    part = run_case(case, seed, _LOADED[case.dataset], plots, None if only is None else set(only), alpha)
+    # scikit-learn's OpenMP pools (HistGradientBoosting) take one thread, as the torch work does in a worker
+    limit = threadpool_limits(1) if _foreign(case) else contextlib.nullcontext()
+    with limit:
+        part = run_case(case, seed, _LOADED[case.dataset], plots, None if only is None else set(only), alpha)
     part["seconds"] = time.perf_counter() - t0
     part["figures"] = _draw(case, plots, folder, "-quick" if quick else "")
     return part
@@ -430,19 +570,56 @@ def _merge_into_cache(key: str, n_seeds: int, quick: bool, new: dict[tuple[str, 
     """``--rows``: merge the recomputed rows into the case's finished jobs in the cache too, so that a later
     run reusing them agrees with the result. A later seed's part is keyed by the α seed 0 chose: when
     ``cfl`` was recomputed, the part moves to seed 0's new α, at which its ``cfl`` row was recomputed."""
-    seed0 = _load_part(key, 0, quick, None)
+    seed0 = _load_part_any_rows(key, 0, quick, None)
     if seed0 is None:
         return  # the later seeds' parts cannot be checked without seed 0's
-    old_alpha = seed0["rows"].get("cfl", {}).get("alpha")
+    old_alpha = seed0[1]["rows"].get("cfl", {}).get("alpha")
     for seed in range(n_seeds):
-        cached = seed0 if seed == 0 else _load_part(key, seed, quick, old_alpha)
-        if cached is None:
+        found = seed0 if seed == 0 else _load_part_any_rows(key, seed, quick, old_alpha)
+        if found is None:
             continue
+        config, cached = found
         part = new[(key, seed)]
         cached["rows"].update(part["rows"])
         cached["diagnosis"] = part["diagnosis"]
         cached.setdefault("figures", {}).update(part.get("figures", {}))
-        _save_part(key, seed, quick, seed0["rows"].get("cfl", {}).get("alpha") if seed else None, cached)
+        alpha = seed0[1]["rows"].get("cfl", {}).get("alpha") if seed else None
+        if _complete(key, quick, cached):  # every row the suite now makes: reusable by a later full run
+            _save_part(key, seed, quick, alpha, cached)
+        else:  # still short of a row: kept under the configuration it was computed with
+            save_part(_part_path(key, seed, quick), config, cached)
+
+
+def _load_part_any_rows(key: str, seed: int, quick: bool, alpha: float | None) -> tuple[dict, dict] | None:
+    """A finished job (its configuration, its result) computed under the current configuration or one that
+    differs only in the suite's row lists (rows added since): ``--rows`` merges new rows into it."""
+    import json
+
+    try:
+        saved = json.loads(_part_path(key, seed, quick).read_text())
+    except (OSError, ValueError):
+        return None
+    want = json.loads(json.dumps(_job_config(key, seed, quick, alpha)))
+    got = saved.get("config", {})
+    if {k: v for k, v in got.items() if k != "rows"} != {k: v for k, v in want.items() if k != "rows"}:
+        return None
+    return got, saved["result"]
+
+
+def _complete(key: str, quick: bool, part: dict[str, Any]) -> bool:
+    """Does a job's result hold every row its case makes now (rows of unregistered methods aside)?"""
+    case = _case(key, quick)
+    wanted = [row for row, method, _ in case_runs(case) if available(method)] + ["supervised (upper bound)"]
+    return all(row in part["rows"] for row in wanted)
+
+
+#: ``run``'s plan for a case whose existing result stays as it is
+KEEP = "keep"
+
+
+def case_rows(case: Case) -> set[str]:
+    """Every row a case makes (its teachers' rows aside)."""
+    return {row for row, _, _ in case_runs(case)} | {"supervised (upper bound)"}
 
 
 def _method_rows(method: str) -> list[str]:
@@ -453,7 +630,7 @@ def _method_rows(method: str) -> list[str]:
 
 def run(
     out: Path, quick: bool = False, seeds: int | None = None, rows: Sequence[str] | None = None,
-    workers: int | None = None,
+    workers: int | None = None, only_cases: Sequence[str] | None = None,
 ) -> dict:  # fmt: skip
     """The whole suite: every (case, seed) job, in ``workers`` processes of one torch thread each (default:
     one per usable core, ``$AMALGAMATOR_BENCH_WORKERS`` overrides). Finished jobs are kept in the cache,
@@ -461,7 +638,10 @@ def run(
     which chooses CFL's α for them all.
 
     With ``rows``, only those rows (and the routing diagnosis) are recomputed and merged into the
-    existing ``multiclass.json`` in ``out`` (same seeds, cached teachers), and into the cached jobs."""
+    existing ``multiclass.json`` in ``out`` (same seeds, cached teachers), and into the cached jobs; a case
+    that makes none of them is kept as it is. With ``only_cases`` (case keys; Python only), only those cases
+    run (whole, or their ``rows``) and every other case of the existing result is kept as it is: a new case
+    joins a result without recomputing the others."""
     import json
     import shutil
 
@@ -469,13 +649,20 @@ def run(
 
     suffix = "-quick" if quick else ""
     only = set(rows) if rows else None
+    all_cases = cases(quick)
+    if only_cases is not None:
+        unknown = sorted(set(only_cases) - {c.key for c in all_cases})
+        if unknown:
+            known = ", ".join(c.key for c in all_cases)
+            raise AmalgamatorError(f"no multiclass case {unknown[0]!r}; the cases: {known}.")
     previous: dict[str, Any] = {"cases": {}}
-    if only is not None:
+    if only is not None or only_cases is not None:
         try:
             previous = json.loads((out / f"multiclass{suffix}.json").read_text())
         except (OSError, ValueError):
+            what = "--rows adds rows to" if only is not None else "only_cases adds cases to"
             raise AmalgamatorError(
-                f"--rows adds rows to an existing result, but {out / f'multiclass{suffix}.json'} is missing or "
+                f"{what} an existing result, but {out / f'multiclass{suffix}.json'} is missing or "
                 "unreadable; run the whole suite first."
             ) from None
         n_seeds = previous["seeds"]
@@ -483,15 +670,31 @@ def run(
         n_seeds = seeds or (1 if quick else 3)
     for method in _unavailable():
         _warn_missing(method, _method_rows(method))
-    all_cases = cases(quick)
-    # the rows each case recomputes: all of them (None) unless --rows; a case the existing result lacks
-    # (added since it was written) runs in full
-    case_only = {c.key: None if only is None or c.key not in previous["cases"] else sorted(only) for c in all_cases}
+    if only_cases is not None:  # cases neither named nor in the existing result stay out of it
+        all_cases = [c for c in all_cases if c.key in only_cases or c.key in previous["cases"]]
+
+    def plan(c: Case) -> list[str] | None | str:
+        """What the case recomputes: every row (None; also a case the existing result lacks), the named rows
+        it makes, or nothing ("keep": its existing result stays)."""
+        if c.key not in previous["cases"]:
+            return None
+        if only_cases is not None and c.key not in only_cases:
+            return KEEP
+        if only is None:
+            return None
+        made = sorted(only & case_rows(c))
+        return made or KEEP
+
+    case_only = {c.key: plan(c) for c in all_cases}
+    kept = [c.key for c in all_cases if case_only[c.key] == KEEP]
+    if kept:
+        progress.console.print(f"kept as they are in the existing result: {', '.join(kept)}")
     done: dict[tuple[str, int], dict[str, Any]] = {}
 
     def waits(key: str) -> bool:
         """Do the case's seeds after 0 train CFL at the α its seed 0 chooses?"""
-        return n_seeds > 1 and available("cfl") and (case_only[key] is None or "cfl" in case_only[key])
+        makes_cfl = "cfl" in case_rows(_case(key, quick))
+        return n_seeds > 1 and available("cfl") and makes_cfl and (case_only[key] is None or "cfl" in case_only[key])
 
     def job(key: str, seed: int) -> list[tuple]:
         """The job computing (case, seed), or none if the cache holds it (a whole job; not with --rows)."""
@@ -511,8 +714,9 @@ def run(
             _save_part(key, seed, quick, alpha, part)
         return later(key, seed)
 
-    jobs = [j for c in all_cases for j in job(c.key, 0)]
-    jobs += [j for c in all_cases if not waits(c.key) for s in range(1, n_seeds) for j in job(c.key, s)]
+    active = [c for c in all_cases if case_only[c.key] != KEEP]
+    jobs = [j for c in active for j in job(c.key, 0)]
+    jobs += [j for c in active if not waits(c.key) for s in range(1, n_seeds) for j in job(c.key, s)]
     if done:
         progress.console.print(f"reusing {len(done)} finished job(s) from {_part_path('-', 0, quick).parent}")
     pending = len(jobs) + sum(n_seeds - 1 for j in jobs if j[1] == 0 and waits(j[0]))
@@ -522,6 +726,9 @@ def run(
     run_jobs(run_job, jobs, workers, finished, lambda j: f"[bold]{j[0]}[/] seed {j[1]}", total=pending)
     results: dict[str, Any] = {"seeds": n_seeds, "quick": quick, "workers": workers, "cases": {}}
     for case in all_cases:
+        if case_only[case.key] == KEEP:
+            results["cases"][case.key] = previous["cases"][case.key]
+            continue
         per_seed = []
         for seed in range(n_seeds):
             part = {k: v for k, v in done[(case.key, seed)].items() if k != "figures"}
@@ -532,6 +739,8 @@ def run(
                 part = kept
             per_seed.append(part)
         results["cases"][case.key] = {"title": case.title, "runs": per_seed}
+        if case.methods is not None:  # a case of its own rows (the table's average leaves it out)
+            results["cases"][case.key]["methods"] = list(case.methods)
         if case_only[case.key] is not None:
             _merge_into_cache(case.key, n_seeds, quick, done)
     write_json(out / f"multiclass{suffix}.json", results)
@@ -539,7 +748,7 @@ def run(
 
     figures = multiclass_plots(results, {}, out, suffix)  # the accuracy bars; the jobs drew the rest
     for kind in ("uncertainty", "cfl"):
-        for case in all_cases:
+        for case in active:
             caption, name = done[(case.key, 0)].get("figures", {}).get(kind, (None, None))
             if name and (_figure_dir(case.key, 0, quick) / name).exists():
                 shutil.copyfile(_figure_dir(case.key, 0, quick) / name, out / name)
@@ -644,6 +853,51 @@ def _diagnosis_section(results: dict) -> list[str]:
                                 "sinks (seed 0)"], rows)]  # fmt: skip
 
 
+def _teacher_pass_section(results: dict) -> list[str]:
+    """The teacher pass over the pool per teacher type, for cases whose teachers are not torch models (issue 18):
+    seconds for the pool and per 1,000 rows (one thread), mean over seeds, beside the torch MLP teachers of the
+    same letter thirds (letters-3's first row that ran them) when that case is in the result."""
+    cases_ = results["cases"]
+    lines: list[str] = []
+    for key, case in cases_.items():
+        runs = [r for r in case["runs"] if "teacher_pass" in r]
+        if not runs:
+            continue
+        rows = []
+        for name, first in runs[0]["teacher_pass"].items():
+            secs = [r["teacher_pass"][name]["seconds"] for r in runs]
+            per = [r["teacher_pass"][name]["per_1000_rows"] for r in runs]
+            alone = [r["rows"][t]["accuracy"] for r in runs for t in r["rows"] if t.startswith(f"teacher {name} ")]
+            rows.append([name, first["type"], mean_std(alone), f"{np.mean(secs):.3f}", f"{np.mean(per):.4f}"])
+        note = _mlp_reference(cases_.get("letters-3")) if key.startswith("letters") else ""
+        n = runs[0]["teacher_pass"][next(iter(runs[0]["teacher_pass"]))]["rows"]
+        lines += ["", f"## Teachers that are not torch models: {case['title']}", "",
+                  f"Rows: {', '.join(case.get('methods', []))} and the supervised bound only (the other methods need "
+                  "feature taps or dropout, which these teachers cannot give). Teacher pass: each teacher over the "
+                  f"unlabeled pool ({n} rows) into the teacher-output store, timed alone, one thread, mean over "
+                  f"{len(runs)} seed(s).{note}", "",
+                  markdown_table(["teacher", "type", "alone % (whole test set)", "teacher pass s (pool)",
+                                  "s per 1,000 rows"], rows)]  # fmt: skip
+    return lines
+
+
+def _mlp_reference(ref: dict | None) -> str:
+    """A sentence on the torch MLP teachers' pass in letters-3 (its ``kd`` row paid it: logits of every teacher),
+    per teacher and per 1,000 rows; "" when that case is not in the result."""
+    if ref is None:
+        return ""
+    paid = [r["rows"]["kd"]["teacher_s"] for r in ref["runs"] if "teacher_s" in r["rows"].get("kd", {})]
+    n_pool = ref["runs"][0].get("setup", {}).get("sizes", {}).get("pool")
+    if not paid or not n_pool:
+        return ""
+    per_teacher = float(np.mean(paid)) / len(ref["runs"][0]["groups"])
+    return (
+        f" For comparison, the torch MLP teachers of '{ref['title']}' (the same thirds; its `kd` row's teacher "
+        f"passes): {per_teacher:.3f} s per teacher for its pool of {n_pool} rows, "
+        f"{1000 * per_teacher / n_pool:.4f} s per 1,000 rows."
+    )
+
+
 def _choices(results: dict) -> list[str]:
     """One line: the method ``auto`` chose in each case (per seed), when it ran."""
     cases_ = results["cases"]
@@ -675,10 +929,12 @@ def render(results: dict, figures: dict[str, str]) -> str:
         vals = [run["rows"][row][field_] for run in cases_[key]["runs"] if row in run["rows"]]
         return mean_std(vals) if vals else "—"
 
+    full = [k for k in keys if "methods" not in cases_[k]]  # cases of their own rows stay out of the average
+
     def avg(row: str) -> str:
-        means = [np.mean([run["rows"][row]["accuracy"] for run in cases_[k]["runs"]]) for k in keys
+        means = [np.mean([run["rows"][row]["accuracy"] for run in cases_[k]["runs"]]) for k in full
                  if row in cases_[k]["runs"][0]["rows"]]  # fmt: skip
-        return f"{100 * np.mean(means):.1f}" if len(means) == len(keys) else "—"
+        return f"{100 * np.mean(means):.1f}" if len(means) == len(full) else "—"
 
     best_teacher = {k: max(np.mean([run["rows"][r]["accuracy"] for run in cases_[k]["runs"]])
                            for r in teacher_rows if r in cases_[k]["runs"][0]["rows"]) for k in keys}  # fmt: skip
@@ -689,7 +945,14 @@ def render(results: dict, figures: dict[str, str]) -> str:
         "",
         f"Test accuracy (%) over all classes, mean ± std over {results['seeds']} seed(s); "
         + ("**quick mode: small splits, few epochs — not comparable to papers.** " if results["quick"] else "")
-        + "Teachers train on their own classes of a teacher split; students see a disjoint pool without labels.",
+        + "Teachers train on their own classes of a teacher split; students see a disjoint pool without labels."
+        + (
+            " avg: over the cases that run every row (not "
+            + ", ".join(f"'{cases_[k]['title']}'" for k in keys if k not in full)
+            + ")."
+            if len(full) < len(keys)
+            else ""
+        ),
         "",
         markdown_table(["model", *[cases_[k]["title"] for k in keys], "avg"], table),
         "",
@@ -707,9 +970,11 @@ def render(results: dict, figures: dict[str, str]) -> str:
             held = f" (+ {z['validation']} held out for validation)" if "validation" in z else ""
             lines.append(
                 f"  Rows: teacher split {z['teacher']}{held}, unlabeled pool {z['pool']}, test {z['test']}. Teachers: "
-                f"{'; '.join(st['archs'])} ({st['teacher_epochs']} epochs). Student: {st['student']} "
+                f"{'; '.join(st['archs'])}{f' ({e} epochs)' if (e := st['teacher_epochs']) else ''}. "
+                f"Student: {st['student']} "
                 f"({st['epochs']} epochs)."
             )
+    lines += _teacher_pass_section(results)
     abl_keys = [k for k in keys if any("w/o" in r and r in ABLATION for r in cases_[k]["runs"][0]["rows"])]
     if abl_keys:
         lines += ["", "## Ablation (MUKI Table 2)", ""]
@@ -724,6 +989,8 @@ def render(results: dict, figures: dict[str, str]) -> str:
     route_rows = []
     for k in keys:
         rows0 = cases_[k]["runs"][0]["rows"]
+        if not any("routing" in r for r in rows0.values()):  # a case without a routing method (teams' models)
+            continue
 
         def routed(row: str, rows0=rows0, k=k) -> str:
             return cell(k, row, "routing") if "routing" in rows0.get(row, {}) else "—"

@@ -2,6 +2,8 @@
 
 A method is a small class:
 
+- ``needs``: what it needs of every teacher, by capability name (outputs, features, dropout, gradients;
+  :data:`~amalgamator.teachers.CAPABILITIES`); ``validate`` refuses a teacher that cannot give it;
 - ``pieces(teacher)``: which stored teacher outputs it needs (logits, feature taps, MC stats);
 - ``prepare(ctx)``: computes per-example training targets once from those outputs;
 - ``modules()``: any extra trainable parts (adaptors, extractors), trained with the student;
@@ -28,7 +30,7 @@ from ..errors import MethodError, check_options, suggest
 from ..kinds import teacher_kinds
 from ..labels import LabelSpace, owner_mask
 from ..store import LOGITS, feature_piece
-from ..teachers import Teacher
+from ..teachers import CAPABILITIES, Teacher
 
 REGISTRY: dict[str, type[Method]] = {}
 
@@ -50,6 +52,9 @@ def register(cls: type[Method]) -> type[Method]:
     """Class decorator: make a method available by its ``name``."""
     if cls.name in REGISTRY:
         raise RuntimeError(f"method name {cls.name!r} registered twice")
+    unknown = set(cls.needs) - set(CAPABILITIES)
+    if unknown:
+        raise RuntimeError(f"method {cls.name!r} needs {sorted(unknown)}; the capabilities are {list(CAPABILITIES)}")
     REGISTRY[cls.name] = cls
     return cls
 
@@ -57,6 +62,19 @@ def register(cls: type[Method]) -> type[Method]:
 def methods_for(kinds: set[str]) -> list[str]:
     """Registered methods that accept teachers of every kind in ``kinds``."""
     return sorted(name for name, cls in REGISTRY.items() if kinds <= cls.kinds)
+
+
+def methods_serving(teachers: Sequence[Teacher]) -> list[str]:
+    """Registered methods that accept these teachers' kinds and, with their default options, need nothing the
+    teachers cannot give."""
+    kinds = teacher_kinds(teachers)
+    fit = []
+    for name, cls in REGISTRY.items():
+        if kinds <= cls.kinds:
+            method = cls()
+            if all(method.needs_of(t) <= t.capabilities for t in teachers):
+                fit.append(name)
+    return sorted(fit)
 
 
 def get_method(name: str) -> type[Method]:
@@ -172,6 +190,12 @@ class Method:
     student_taps: list[str] = []
     #: the teacher kinds this method amalgamates (:mod:`amalgamator.kinds`)
     kinds: ClassVar[frozenset[str]] = frozenset({"multiclass"})
+    #: what it needs of every teacher (:data:`~amalgamator.teachers.CAPABILITIES`); most need only outputs
+    needs: ClassVar[frozenset[str]] = frozenset({"outputs"})
+    #: when a need depends on an option, how (shown by ``amalgamator methods``)
+    needs_note: ClassVar[str] = ""
+    #: the teacher layer a feature tap belongs on, named when a torch teacher has none
+    tap_layer: ClassVar[str] = "final feature layer"
     #: extra keyword arguments for the engine's AdamW (e.g. ``{"fused": True}`` for one large table)
     optimizer_options: ClassVar[dict[str, Any]] = {}
 
@@ -204,8 +228,29 @@ class Method:
         """Teacher ``i``'s stored output at its last feature tap, one row per training row."""
         return ctx.outputs[i][feature_piece(ctx.teachers[i].features[-1])]
 
+    def validate(self, teachers: list[Teacher]) -> None:
+        """Refuse teachers this method cannot use, with an actionable message naming the methods that fit:
+        teachers of another kind, or teachers that cannot give what it needs. Runs before any teacher pass."""
+        self.check_kinds(teachers)
+        self.check_capabilities(teachers)
+
+    # Capabilities --------------------------------------------------------------------------------
+    def needs_of(self, teacher: Teacher) -> frozenset[str]:
+        """What this method, with its options, needs of ``teacher`` (default :attr:`needs`)."""
+        return self.needs
+
+    def variant_without(self, capability: str) -> str:
+        """A published variant of this method that does without ``capability`` (MUKI's K = 1 ablation), said in
+        a refusal; it runs only when the user asks for it. "" when there is none."""
+        return ""
+
+    def tap_hint(self) -> str:
+        """How to give a torch teacher the feature tap this method reads."""
+        return f"create it with Teacher(..., features='<{self.tap_layer}>') (the module path of that layer)"
+
     def require_taps(self, teachers: list[Teacher], what: str, layer: str) -> None:
-        """Refuse a teacher without a feature tap, saying which module path to give."""
+        """Refuse a teacher without a feature tap, saying which module path to give (methods now declare
+        ``needs = {"outputs", "features"}`` instead, which also refuses teachers that can have no taps)."""
         for t in teachers:
             if not t.features:
                 raise MethodError(
@@ -213,8 +258,36 @@ class Method:
                     f"Teacher(..., features='<{layer}>') (the module path of that layer)."
                 )
 
-    def validate(self, teachers: list[Teacher]) -> None:
-        """Refuse teachers this method cannot use, with an actionable message naming the methods that fit."""
+    def check_capabilities(self, teachers: list[Teacher]) -> None:
+        """Refuse the first teacher that cannot give something this method needs, naming the teacher, what is
+        missing, any variant of the method that does without it, and the methods that work with these teachers."""
+        for t in teachers:
+            missing = [c for c in CAPABILITIES if c in self.needs_of(t) and c not in t.capabilities]
+            if missing:
+                raise MethodError(self._refusal(t, missing[0], teachers))
+
+    def _refusal(self, teacher: Teacher, capability: str, teachers: list[Teacher]) -> str:
+        what = CAPABILITIES[capability]
+        if teacher.origin is None and capability == "features":  # a torch model: a tap is one argument away
+            said = f"method {self.name!r} needs a feature tap on teacher {teacher.name!r}: {self.tap_hint()}"
+        elif teacher.origin is None and capability == "dropout":
+            said = f"method {self.name!r} needs {what}, which teacher {teacher.name!r} cannot give: its model has no "
+            said += "dropout modules"
+        else:
+            said = f"method {self.name!r} needs {what}, which teacher {teacher.name!r} "
+            said += f"({teacher.origin or 'a torch model'}) cannot give"
+        variant = self.variant_without(capability)
+        fit = methods_serving(teachers)
+        return (
+            said
+            + (f". {variant}" if variant else "")
+            + "; "
+            + (f"methods that work with these teachers: {', '.join(fit)}." if fit
+               else "no method in this version works with these teachers.")
+        )  # fmt: skip
+
+    def check_kinds(self, teachers: list[Teacher]) -> None:
+        """Refuse teachers of a kind this method does not amalgamate, naming the methods for theirs."""
         kinds = teacher_kinds(teachers)
         bad = [t for t in teachers if t.kind not in self.kinds]
         if bad:

@@ -194,6 +194,7 @@ class CFL(Method):
     defaults = {"alpha": 0.5, "tau": 1.0}
     rules = {"alpha": Probability, "tau": Positive}  # Eq. 6 mixes two terms with α and 1 − α
     kinds = frozenset({"multiclass", "multitask"}) | MULTILABEL_KINDS
+    needs = frozenset({"outputs", "features"})  # its last feature tap, matched in the common space
 
     def __init__(self, **options):
         super().__init__(**options)
@@ -203,10 +204,6 @@ class CFL(Method):
 
     def pieces(self, teacher: Teacher) -> list[str]:
         return self.tapped_pieces(teacher)
-
-    def validate(self, teachers: list[Teacher]) -> None:
-        super().validate(teachers)
-        self.require_taps(teachers, "a feature tap on teacher", "final feature layer")
 
     def prepare(self, ctx: Context) -> dict[str, torch.Tensor]:
         tau = float(self.options["tau"])

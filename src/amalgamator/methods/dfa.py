@@ -116,6 +116,7 @@ class DFA(Method):
     )
     family = "A: multi-class union"
     summary = "Vanilla KD plus per-teacher, per-layer feature adapters matched with MSE"
+    needs = frozenset({"outputs", "features"})  # one tap per student layer
     defaults = {"tau": 1.0, "beta": 1.0, "student_layers": []}
     rules = {"tau": Positive, "beta": NonNegative, "student_layers": str | list[str]}
 
@@ -139,15 +140,16 @@ class DFA(Method):
     def pieces(self, teacher: Teacher) -> list[str]:
         return [LOGITS, *(feature_piece(p) for p in teacher.features)]
 
+    def tap_hint(self) -> str:
+        return (
+            f"create it with Teacher(..., features=[...]), one module path per student layer ({self.n_layers}: "
+            f"{self._layers_text()})"
+        )
+
     def validate(self, teachers: list[Teacher]) -> None:
-        super().validate(teachers)
+        super().validate(teachers)  # kinds, and a feature tap on every teacher (``needs``)
         n = self.n_layers
         for t in teachers:
-            if not t.features:
-                raise MethodError(
-                    f"method 'dfa' needs a feature tap on teacher {t.name!r}: create it with "
-                    f"Teacher(..., features=[...]), one module path per student layer ({n}: {self._layers_text()})."
-                )
             if len(t.features) != n:
                 k = len(t.features)
                 raise MethodError(

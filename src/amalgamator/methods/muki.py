@@ -16,7 +16,9 @@ Pad uses the deterministic (eval-mode) teacher softmax T_i(x) (SPEC). Eq. 1 and 
 KL(S ‖ T), which is infinite against zero-padded targets; like the authors' code we train
 with KL(T ‖ S), i.e. soft cross-entropy. A label named by several teachers receives the sum
 of their weighted mass (SPEC). ``k=1`` is the paper's "w/o Monte-Carlo Dropout" ablation
-(Table 2): a single deterministic forward pass, i.e. plain prediction entropy (Fig. 2, left).
+(Table 2): a single deterministic forward pass, i.e. plain prediction entropy (Fig. 2, left). K > 1
+needs dropout in every teacher (``needs``): a teacher without it is refused, and the ablation runs only when
+asked for with ``k=1``, never as a silent fallback.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import math
 
 import torch
 
-from ..progress import warn
+from ..progress import note
 from ..store import LOGITS, mc_piece
 from ..teachers import Teacher
 from .base import Context, Count, Flag, Method, Positive, Range, StudentOutput, register, soft_cross_entropy
@@ -61,19 +63,33 @@ class _MUKI(Method):
         "mc_seed": int,
     }
 
+    #: K > 1 Monte-Carlo passes need dropout in every teacher; K = 1 (the ablation) needs only outputs
+    needs = frozenset({"outputs", "dropout"})
+    needs_note = "dropout for k > 1; k = 1 is the paper's ablation without Monte-Carlo dropout"
+
+    def needs_of(self, teacher: Teacher) -> frozenset[str]:
+        return self.needs if int(self.options["k"]) > 1 else frozenset({"outputs"})
+
+    def variant_without(self, capability: str) -> str:
+        if capability != "dropout":
+            return ""
+        return (
+            "MUKI without Monte-Carlo dropout (one deterministic pass per teacher, the paper's own ablation, "
+            "Table 2) runs when asked for: method_options={'k': 1}"
+        )
+
     def _k(self, teacher: Teacher) -> int:
         return int(self.options["k"]) if teacher.has_dropout else 1
 
     def validate(self, teachers: list[Teacher]) -> None:
-        super().validate(teachers)
+        self.check_kinds(teachers)
         self.refuse_single_label(teachers, "its uncertainty is 0: it would own every example")
-        if int(self.options["k"]) > 1:
-            for t in teachers:
-                if not t.has_dropout:
-                    warn(
-                        f"teacher {t.name!r} has no dropout modules: Monte-Carlo dropout degenerates to K = 1 "
-                        "(one deterministic pass, plain prediction entropy) for this teacher."
-                    )
+        self.check_capabilities(teachers)  # K > 1 without dropout is refused, never silently K = 1
+        if int(self.options["k"]) == 1:
+            note(
+                f"{self.name}: K = 1, MUKI without Monte-Carlo dropout (the paper's ablation, Table 2): the "
+                "uncertainty is the entropy of one deterministic pass."
+            )
 
     def pieces(self, teacher: Teacher) -> list[str]:
         k = self._k(teacher)

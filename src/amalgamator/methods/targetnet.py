@@ -373,6 +373,9 @@ class TargetNet(Method):
     family = FAMILY
     summary = "student trained block by block inside homogeneous teachers via filters; tasks branch out (Eq. 9–10)"
     kinds = frozenset({"multitask"})
+    #: the student's filtered block output runs through each teacher's later blocks, and the loss back-propagates
+    #: through them: live torch teachers
+    needs = frozenset({"outputs", "gradients"})
     defaults = {"tasks": None, "block_epochs": None, "reduction": 4}
     rules = {"tasks": Tasks | None, "block_epochs": Count | None, "reduction": Count}
 

@@ -146,6 +146,8 @@ class VENUS(MultiTaskMethod):
     name = "venus"
     paper = f"{THESIS} §5.5: Versatile Common Feature Consolidator (VENUS), Eq. 45–52"
     summary = "per-teacher adaptors pull the student's feature toward each teacher's shared layer, plus BCE"
+    needs = frozenset({"outputs", "features"})  # a tap on each teacher's final shared layer
+    tap_layer = "final shared layer"
 
     def __init__(self, **options):
         super().__init__(**options)
@@ -154,10 +156,6 @@ class VENUS(MultiTaskMethod):
 
     def pieces(self, teacher: Teacher) -> list[str]:
         return self.tapped_pieces(teacher)
-
-    def validate(self, teachers: list[Teacher]) -> None:
-        super().validate(teachers)
-        self.require_taps(teachers, "the final shared representation of teacher", "final shared layer")
 
     def prepare(self, ctx: Context) -> dict[str, torch.Tensor]:
         targets = super().prepare(ctx)
