@@ -270,3 +270,142 @@ def test_run_jobs_a_failed_job_stops_the_others():
     with pytest.raises(ValueError):  # time.sleep(-1) fails; time.sleep(60) would keep the other worker busy
         run_jobs(time.sleep, [(60,), (-1,)], 2, lambda *_: None, str)
     assert time.perf_counter() - t0 < 30
+
+
+# Suite ``experts`` (issue 19) ------------------------------------------------------------------------------------
+
+
+def test_experts_cases_teachers_and_overlap():
+    from collections import Counter
+
+    from amalgamator.bench import experts as EX
+
+    cases = {c.key: c for c in EX.cases(quick=False)}
+    assert list(cases) == ["letters-4", "letters-8", "letters-13", "letters-13-overlap", "fashion-5", "fortunes-7"]
+    groups = {k: c.groups(_labels(c)) for k, c in cases.items()}
+    assert [len(g) for g in groups["letters-4"]] == [6, 6, 7, 7]
+    assert [len(g) for g in groups["letters-13"]] == [2] * 13
+    assert [len(g) for g in groups["fashion-5"]] == [2] * 5 and [len(g) for g in groups["fortunes-7"]] == [2] * 7
+    ring = groups["letters-13-overlap"]
+    assert ring[0] == ["A", "B", "C", "D"] and ring[12] == ["Y", "Z", "A", "B"]
+    assert set(Counter(lb for g in ring for lb in g).values()) == {2}  # every letter known to exactly two teachers
+    for key, g in groups.items():
+        assert len(cases[key].archs) >= len(g), key  # one architecture per teacher
+        if key != "letters-13-overlap":
+            assert sorted(lb for grp in g for lb in grp) == sorted(_labels(cases[key])), key  # disjoint, all owned
+    for key in ("letters-4", "letters-8", "letters-13", "letters-13-overlap"):
+        c = cases[key]
+        assert (c.teacher_rows, c.pool_rows, c.test_rows, c.epochs, c.teacher_epochs) == (8000, 8000, None, 20, 20)
+    assert cases["fashion-5"].pool_rows == 10000 and cases["fortunes-7"].student == "text"
+    assert [c.key for c in EX.cases(quick=True)] == ["letters-4", "letters-13"]
+
+
+def test_experts_rows_and_label_budgets():
+    from amalgamator.bench import experts as EX
+    from amalgamator.errors import AmalgamatorError
+
+    assert EX.expand_rows(["sup (1 %)"]) == {"sup (1 %)"}
+    assert EX.expand_rows(["mahalanobis"]) == {"mahalanobis", "mahalanobis (1/class)", "mahalanobis (1 %)",
+                                               "mahalanobis (2 %)"}  # fmt: skip
+    assert EX.expand_rows(["auto (no labels)", "supervised"]) == {"auto", EX.SUPERVISED}
+    with pytest.raises(AmalgamatorError, match="unknown experts row"):
+        EX.expand_rows(["bogus"])
+    y = np.array(list("aabbbcccc") * 50)
+    one = EX.labeled_rows(y, "1/class", 0)
+    assert sorted(y[one]) == ["a", "b", "c"]
+    assert len(EX.labeled_rows(y, "2 %", 0)) == 9 and len(EX.labeled_rows(y, "1 %", 0)) == 4
+    assert np.array_equal(EX.labeled_rows(y, "2 %", 3), EX.labeled_rows(y, "2 %", 3))  # a recomputed row: same labels
+    assert not np.array_equal(EX.labeled_rows(y, "2 %", 3), EX.labeled_rows(y, "2 %", 4))
+
+
+def test_experts_oracle_and_target_accuracy():
+    import torch
+
+    from amalgamator.bench import experts as EX
+
+    union = ["a", "b", "c"]
+    # T1 owns a, b; T2 owns b, c (b twice: its owners' probabilities are averaged)
+    p1 = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.5, 0.5]])
+    p2 = np.array([[0.5, 0.5], [0.5, 0.5], [0.2, 0.8], [0.9, 0.1]])
+    y = np.array(["a", "a", "c", "b"])
+    # row 0: T1 says a; row 1: T1 says a; row 2: T2 says c; row 3: mean over b of T1 0.5 / T2 0.9 -> b wins
+    assert EX.oracle_accuracy([p1, p2], [["a", "b"], ["b", "c"]], union, y) == 1.0
+    # row 0 (b, both own it): the mean placed in the union is a .45, b .3, c .25 -> a, wrong; row 3 (c): T2 says b
+    assert EX.oracle_accuracy([p1, p2], [["a", "b"], ["b", "c"]], union, np.array(["b", "a", "b", "c"])) == 0.5
+
+    class Res:
+        student = type("S", (), {"labels": union})()
+        diagnostics = {"target": torch.tensor([[0.6, 0.4, 0.0], [0.1, 0.2, 0.7], [0.0, 0.9, 0.1], [1.0, 0, 0]]),
+                       "routing": torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.5, 0.5]])}  # fmt: skip
+
+    teachers = [type("T", (), {"labels": ls})() for ls in (["a", "b"], ["b", "c"])]
+    # the first three rows are the unlabeled pool (the fourth, labeled, is not counted)
+    figs = EX.target_figures(Res(), teachers, np.array(["a", "b", "b"]))
+    assert figs == {"target": pytest.approx(2 / 3), "routing": pytest.approx(1.0)}
+    Res.diagnostics = {"owner": torch.tensor([0, 0, 1])}
+    assert EX.target_figures(Res(), teachers, np.array(["a", "c", "b"])) == {"routing": pytest.approx(2 / 3)}
+    Res.diagnostics = {}
+    assert EX.target_figures(Res(), teachers, np.array(["a"])) == {}
+
+
+def _experts_results() -> dict:
+    def run(ens: float, oracle: float, mahal: float, risk: float, target: float) -> dict:
+        rows = {
+            "best teacher": {"accuracy": 0.2, "teacher": "T1"},
+            "ensemble": {"accuracy": ens, "wall_s": 0.1},
+            "calibrated": {"accuracy": 0.5, "wall_s": 12.0, "teacher_s": 2.0, "target": target},
+            "mahalanobis": {"accuracy": mahal, "wall_s": 17.0, "teacher_s": 2.0, "target": 0.8, "routing": 0.9},
+            "auto": {"accuracy": 0.5, "wall_s": 10.0, "chose": "calibrated"},
+            "oracle routing": {"accuracy": oracle},
+            "supervised (upper bound)": {"accuracy": 0.95, "wall_s": 5.0},
+            "sup (1/class)": {"accuracy": 0.3, "wall_s": 5.0, "labeled": 26},
+            "auto (2 %)": {"accuracy": 0.6, "wall_s": 5.0, "chose": "supuhc", "labeled": 160},
+        }
+        return {"rows": rows, "groups": [["A", "B"], ["C", "D"]], "statistics_s": 0.5, "teacher_training_s": 3.0,
+                "labeled": {"1/class": 26, "2 %": 160}, "seconds": 100.0,
+                "setup": {"sizes": {"teacher": 8000, "pool": 8000, "test": 4000}, "archs": ["mlp {}"] * 2,
+                          "student": "mlp {}", "epochs": 20, "teacher_epochs": 20},
+                "diagnosis": {"risk": risk, "risky": risk > 0.3, "routing_plain": 1 - risk, "sinks": [],
+                              "overconfident": [], "temperatures": [1.0, 1.0]}}  # fmt: skip
+
+    def case(title: str, n: int, *runs: dict) -> dict:
+        return {"title": title, "teachers": n, "runs": list(runs)}
+
+    figures = {"letters-4": ("L4", 4, (0.4, 0.8, 0.6, 0.2, 0.7)), "letters-8": ("L8", 8, (0.3, 0.9, 0.6, 0.4, 0.5)),
+               "letters-13": ("L13", 13, (0.2, 0.9, 0.9, 0.6, 0.3))}  # fmt: skip
+    return {"seeds": 2, "quick": False, "budgets": ["1/class", "1 %", "2 %"],
+            "cases": {k: case(title, n, run(*f), run(*f)) for k, (title, n, f) in figures.items()}}  # fmt: skip
+
+
+def test_experts_render_gap_closed_routing_and_times(tmp_path):
+    from amalgamator.bench import experts as EX
+
+    assert EX.gap_closed(0.6, 0.4, 0.8) == pytest.approx(0.5)
+    assert EX.gap_closed(0.3, 0.4, 0.8) == pytest.approx(-0.25)  # below the ensemble
+    assert EX.gap_closed(0.6, 0.4, 0.4) is None and EX.gap_closed(None, 0.4, 0.8) is None
+    md = EX.render(_experts_results(), {"accuracy against teachers": "experts-teachers.png"})
+    assert "| mahalanobis | 60.0 ± 0.0 | 60.0 ± 0.0 | 90.0 ± 0.0 |" in md
+    assert "| oracle routing | 80.0 ± 0.0 | 90.0 ± 0.0 | 90.0 ± 0.0 |" in md
+    assert "| cluster-route |" not in md  # a row no case ran has no line
+    # gap closed: L4 (0.6-0.4)/(0.8-0.4) = 50, L8 (0.6-0.3)/(0.9-0.3) = 50, L13 (0.9-0.2)/(0.9-0.2) = 100; mean 67
+    assert "| mahalanobis | 50 | 50 | 100 | 67 |" in md
+    assert "| best teacher | -50 | -17 | 0 | -22 |" in md
+    assert "| supervised (upper bound) | 137 | 108 | 107 | 118 |" in md
+    assert "| sup (1/class) | -25 | 0 | 14 | -4 |" in md
+    assert "| ensemble | 0 |" not in md and "| oracle routing | 100 |" not in md
+    assert "| auto (2 %) | 60.0 ± 0.0 |" in md and "1/class = 26, 2 % = 160" in md
+    # routing: target / routing accuracy
+    assert "| mahalanobis | 80.0 / 90.0 | 80.0 / 90.0 | 80.0 / 90.0 |" in md
+    assert "| calibrated | 70.0 / — | 50.0 / — | 30.0 / — |" in md
+    # diagnosis: 1 − risk ranks the cases as calibrated's target accuracy does
+    assert "1 − risk with calibrated's target accuracy: 1.00" in md
+    assert "| L8 | 40.0 ± 0.0 | 60.0 ± 0.0 | 60.0 ± 0.0 | 50.0 ± 0.0 | 80.0 ± 0.0 | 2/2 |" in md
+    # wall time without teacher passes, as a multiple of calibrated's (10 s): mahalanobis 15 s
+    assert "| mahalanobis | 15.0 (1.5×) | 15.0 (1.5×) | 15.0 (1.5×) |" in md and "| calibrated | 10.0 | 10.0 |" in md
+    assert "calibrated (no labels), supuhc (labels)" in md
+    assert "![accuracy against teachers](experts-teachers.png)" in md
+    assert EX.teachers_plot(_experts_results(), tmp_path / "t.png") and (tmp_path / "t.png").stat().st_size > 1000
+    one = _experts_results()
+    del one["cases"]["letters-8"], one["cases"]["letters-13"]
+    assert not EX.teachers_plot(one, tmp_path / "u.png")  # one point is no curve
+    assert "n/a (needs 3 cases, 1 here)" in EX.render(one, {})

@@ -117,3 +117,40 @@ def test_quick_metaembedding_bench_writes_ranked_tables(tmp_path):
             assert -1 <= row["WordSim353 ρ"]["spearman"] <= 1 and 0 <= row["coverage"] <= 1
         assert space["pairs_per_second"]["simme"] > 0
     assert (tmp_path / "metaembedding-quick.json").exists() and "avg rank" in md
+
+
+@pytest.mark.slow
+def test_quick_experts_bench_writes_tables_and_recomputes_rows(tmp_path, monkeypatch):
+    pytest.importorskip("rdata")
+    from amalgamator.bench import experts as EX
+
+    parts = tmp_path / "parts"  # finished jobs of this test only
+    monkeypatch.setattr(EX, "_part_path", lambda key, seed, quick: parts / f"{key}-seed{seed}.json")
+    out = tmp_path / "out"
+    try:
+        results = run_suite("experts", quick=True, out=out)
+    except Exception as exc:  # data missing on this machine
+        if "bench-data.sh" in str(exc):
+            pytest.skip(str(exc))
+        raise
+    md = (out / "experts-quick.md").read_text()
+    for row in ("best teacher", "ensemble", "kd", "calibrated", "energy", "oracle routing", "supervised (upper bound)",
+                "sup (1/class)", "tc (2 %)"):  # fmt: skip
+        assert f"| {row} |" in md
+    assert "## Share of the ensemble-to-oracle gap closed (%)" in md and "## Wall time" in md
+    assert (out / "experts-quick-teachers.png").stat().st_size > 1000
+    saved = json.loads((out / "experts-quick.json").read_text())
+    assert set(saved["cases"]) == {"letters-4", "letters-13"}
+    run0 = results["cases"]["letters-13"]["runs"][0]
+    assert len(run0["groups"]) == 13 and run0["statistics_s"] >= 0 and 0 <= run0["diagnosis"]["risk"] <= 1
+    assert run0["rows"]["oracle routing"]["accuracy"] > run0["rows"]["best teacher"]["accuracy"]
+    assert "target" in run0["rows"]["calibrated"] and "routing" in run0["rows"]["energy"]
+    assert sorted(p.name for p in parts.glob("*.json")) == ["letters-13-seed0.json", "letters-4-seed0.json"]
+
+    def accuracies(res: dict) -> dict:
+        return {k: {r: v["accuracy"] for r, v in c["runs"][0]["rows"].items()} for k, c in res["cases"].items()}
+
+    # rows= recomputes those rows into the finished jobs (the same numbers: runs are seeded)
+    redo = run_suite("experts", quick=True, out=out, rows=["kd", "sup (1 %)"])
+    assert accuracies(redo) == accuracies(results)
+    assert redo["cases"]["letters-4"]["runs"][0]["recomputed"] == ["kd", "sup (1 %)"]

@@ -36,6 +36,7 @@ SUITES: dict[str, Suite] = {
     "metaembedding": Suite(
         "metaembedding", "Family E: SimME and baselines on three word-vector sources (thesis Ch. 2)"
     ),
+    "experts": Suite("experts", "many narrow teachers (4 to 13): routing methods against oracle routing (issue 19)"),
     "store": Suite("store_effect", "wall time of kd reading the teacher-output store vs running teachers every step"),
 }
 
