@@ -129,3 +129,16 @@ def test_mahalanobis_on_input_statistics_and_labeled_rows(digits):
     assert [union[i] for i in target[-20:].argmax(1).tolist()] == list(y[lab])
     assert torch.allclose(target[-20:].max(1).values, torch.ones(20))
     assert _target_accuracy(res, np.concatenate([y[pool[20:]], y[lab]])) > 0.7
+
+
+def test_auto_routes_with_statistics_when_every_teacher_carries_them(digits, experts, teachers, capsys, monkeypatch):
+    x, y, _, pool, _ = digits
+    res = am.amalgamate(experts, data=x[pool], epochs=1, progress=False)
+    choice = res.student.info["method_choice"]
+    assert choice["method"] == "mahalanobis" and "carries feature statistics" in choice["why"], choice
+    monkeypatch.delenv("AMALGAMATOR_QUIET")
+    bare = [am.Teacher(t.model, labels=list(t.labels), name=t.name) for t in experts]  # same teachers, no statistics
+    res = am.amalgamate(bare, data=x[pool], epochs=1, progress=False)
+    assert res.student.info["method_choice"]["method"] != "mahalanobis"
+    if res.student.info["method_choice"].get("risky"):
+        assert "am.fit_statistics" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from . import (  # noqa: F401  (registration)
     mahalanobis,
     metabaselines,
     muki,
+    propagate,
     multilabel,
     reference,
     refine,

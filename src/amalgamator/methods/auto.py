@@ -4,6 +4,10 @@ The rule reads two things, both available before any training: whether labeled r
 and the label-free routing diagnosis (:func:`amalgamator.diagnose`) computed from the teachers'
 stored logits over every training row.
 
+0. **Every teacher carries feature statistics** of its training data (:func:`amalgamator.fit_statistics`)
+   → ``mahalanobis``: it routes by where each teacher's training rows lie, the one signal that holds
+   as teachers multiply (Letters, 13 two-letter teachers: 84 % against ``calibrated``'s 33 %), and
+   no worse than ``calibrated`` with two broad teachers; labeled rows, when given, learn their label.
 1. **Labeled rows given**: the labels check the label-free targets. ``calibrated``'s posterior (the
    one the diagnosis estimates the truth with) is scored on the labeled rows. If it names the true
    class on at least ``AGREE`` (90 %) of them, the labels confirm it → ``calibrated``: a dozen
@@ -85,6 +89,9 @@ def choose(ctx: Context) -> tuple[str, str, dict[str, Any]]:
         seen += f", overconfident {', '.join(over)}"
     if d.sinks:
         seen += f", sinks {', '.join(d.sinks[:5])}{' …' if len(d.sinks) > 5 else ''}"
+    if all(getattr(t, "statistics", None) is not None for t in ctx.teachers):
+        given = f"; its {labeled} labeled rows learn their label" if labeled else ""
+        return "mahalanobis", f"every teacher carries feature statistics ({seen}){given}", figures
     if labeled:
         rows = ctx.labeled
         agree = float((posterior[rows].argmax(1) == ctx.y[rows]).float().mean())
@@ -98,13 +105,22 @@ def choose(ctx: Context) -> tuple[str, str, dict[str, Any]]:
     return "uhc", f"no labels and a clean pool ({seen})", figures
 
 
+def statistics_advice(teachers: list[Teacher], risky: bool) -> str:
+    """What to do when routing is the risk and the teachers carry no statistics (printed by ``auto``)."""
+    if not risky or all(getattr(t, "statistics", None) is not None for t in teachers):
+        return ""
+    return (" Routing is the risk here: teachers that carry feature statistics of their training data "
+            "(am.fit_statistics where that data lives) let auto route with 'mahalanobis' instead.")  # fmt: skip
+
+
 @register
 class Auto(Method):
     name = "auto"
     paper = "ours: a method chosen from the routing diagnosis and the labels given (see methods/auto.py)"
     family = "A to D: chooses among the others"
     summary = (
-        "multiclass, labels given: calibrated if its targets agree with them (≥ 90 %), else supuhc; "
+        "multiclass: mahalanobis when every teacher carries feature statistics; "
+        "labels given: calibrated if its targets agree with them (≥ 90 %), else supuhc; "
         "no labels: calibrated on a risky pool, uhc on a clean one; "
         "multilabel: ant (chains) or kd-ml; multitask: venus (feature taps) or kd-mt; embedding: simme (prints why)"
     )
@@ -116,9 +132,12 @@ class Auto(Method):
         return "chain" if kinds == {"chain"} else super().student_kind(kinds)
 
     def pieces(self, teacher: Teacher) -> list[str]:
-        """What any choice for this teacher's kind reads (a multitask teacher's tap for VENUS)."""
+        """What any choice for this teacher reads (a multitask teacher's tap for VENUS, the tap of carried
+        statistics for mahalanobis)."""
         if teacher.kind == "multitask" and teacher.features:
             return get_method("venus")().pieces(teacher)
+        if getattr(teacher, "statistics", None) is not None:  # rule 0 may choose mahalanobis
+            return get_method("mahalanobis")().pieces(teacher)
         return super().pieces(teacher)
 
     def __init__(self, **options: Any):
@@ -130,6 +149,8 @@ class Auto(Method):
         super().validate(teachers)
         by_kind = choose_by_kind(teachers)
         names = (by_kind[0],) if by_kind is not None else ("supuhc", "calibrated", "uhc")
+        if by_kind is None and all(getattr(t, "statistics", None) is not None for t in teachers):
+            names = ("mahalanobis",)
         for name in names:  # refuse now what any choice would refuse later
             get_method(name)().validate(teachers)
 
@@ -137,7 +158,7 @@ class Auto(Method):
         method, why, figures = choose(ctx)
         self.chosen = get_method(method)()
         self.choice = {"method": method, "why": why, **figures}
-        note(f"auto: {method}, because {why}.")
+        note(f"auto: {method}, because {why}.{statistics_advice(ctx.teachers, bool(figures.get('risky')))}")
         history = self.chosen.run(ctx, train)
         self.diagnostics = dict(self.chosen.diagnostics)
         return history

@@ -105,7 +105,8 @@ class Mahalanobis(Method):
     paper = (
         "ours: routing by the density ratio of each teacher's carried class-conditional Gaussians (Lee et al. "
         "2018, A Simple Unified Framework for Detecting Out-of-Distribution Samples and Adversarial Attacks, "
-        "Eq. 1) against the pool, by Bayes' rule"
+        "Eq. 1) against the pool, by Bayes' rule; teacher shares balanced as in Saerens et al. 2002, Adjusting "
+        "the Outputs of a Classifier to New a Priori Probabilities"
     )
     family = "A: multi-class union"
     summary = "each example learns from the teachers whose training-feature Gaussians (carried statistics) explain it"

@@ -49,7 +49,7 @@ class Refine(Method):
     name = "refine"
     paper = (
         "ours: transductive refinement of a base routing by the student trained on it, after Lee 2013 "
-        "(Pseudo-Label) and Xie et al. 2020 (Noisy Student, §2)"
+        "(Pseudo-Label) and Xie et al. 2020, Self-training with Noisy Student Improves ImageNet Classification, §2"
     )
     family = "A: multi-class union"
     summary = "alternates training the student on the base method's targets and re-weighting them by its predictions"
