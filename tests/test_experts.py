@@ -142,3 +142,38 @@ def test_auto_routes_with_statistics_when_every_teacher_carries_them(digits, exp
     assert res.student.info["method_choice"]["method"] != "mahalanobis"
     if res.student.info["method_choice"].get("risky"):
         assert "am.fit_statistics" in capsys.readouterr().err
+
+
+def test_statistics_travel_with_a_saved_teacher_and_in_recipes(digits, experts, tmp_path):
+    """A statistics file beside a saved teacher loads with it; Teacher(..., statistics=path) and a recipe's
+    statistics: key attach one; the teacher then shows the capability."""
+    x, y, _, pool, _ = digits
+    teacher = experts[0]
+    folder = tmp_path / "d0"
+    student = am.train_classifier(x[:200], np.where(np.isin(y[:200], PAIRS[0]), y[:200], PAIRS[0][0]), labels=PAIRS[0],
+                                  epochs=1, progress=False)  # fmt: skip
+    student.save(folder)
+    loaded = am.Teacher.from_pretrained(folder)
+    assert loaded.statistics is None and "statistics" not in loaded.capabilities
+    fit_statistics(loaded, x[:200], space="input").save(folder / "statistics.safetensors")
+    again = am.Teacher.from_pretrained(folder)
+    assert again.statistics is not None and "statistics" in again.capabilities
+    path = teacher.statistics.save(tmp_path / "s.safetensors")
+    wrapped = am.Teacher(teacher.model, labels=PAIRS[0], name="w", statistics=path)
+    assert wrapped.features == ["1"] and torch.equal(wrapped.statistics.means, teacher.statistics.means)
+    with pytest.raises(am.AmalgamatorError, match="statistics are for labels"):
+        am.Teacher(teacher.model, labels=["x", "y"], name="w", statistics=path)
+
+
+def test_recipe_teacher_takes_a_statistics_file(tmp_path, digits):
+    from amalgamator.recipe import parse_recipe
+
+    x, y, _, _, _ = digits
+    keep = np.isin(y, PAIRS[0])
+    student = am.train_classifier(x[keep], y[keep], labels=PAIRS[0], epochs=1, progress=False)
+    student.save(tmp_path / "t")
+    fit_statistics(am.Teacher.from_pretrained(tmp_path / "t"), x[keep], space="input").save(tmp_path / "t.safetensors")
+    recipe = parse_recipe({"teachers": [{"path": "t", "statistics": "t.safetensors"}], "data": {"path": "d.csv"}},
+                          source=tmp_path / "recipe.yaml")  # fmt: skip
+    (teacher,) = recipe.build_teachers()
+    assert teacher.statistics is not None and teacher.statistics.labels == PAIRS[0]

@@ -72,8 +72,9 @@ class ForeignTeacher(Teacher):
 
     @property
     def capabilities(self) -> frozenset[str]:
-        """Only outputs: amalgamator sees what the adapter returns, never the model's layers, dropout or gradients."""
-        return frozenset({"outputs"})
+        """Outputs (and input statistics when it carries them): amalgamator sees what the adapter returns, never
+        the model's layers, dropout or gradients."""
+        return frozenset({"outputs"} | ({"statistics"} if self.statistics is not None else set()))
 
     def __repr__(self) -> str:
         return f"ForeignTeacher(name={self.name!r}, source={type(self.model).__name__}, labels={len(self.labels)})"

@@ -78,6 +78,7 @@ class TeacherSpec(_PathSpec):
     sklearn: str | None = None
     onnx: str | None = None
     labels: list[str] | None = None
+    statistics: str | None = None  # feature statistics file (am.fit_statistics(...).save(path))
 
     @field_validator("name", mode="before")
     @classmethod
@@ -220,6 +221,12 @@ class Recipe(BaseModel):
         from .teachers import Teacher
 
         def build(t: TeacherSpec) -> Teacher:
+            teacher = source(t)
+            if t.statistics is not None:
+                teacher.attach_statistics(self.resolve(t.statistics))
+            return teacher
+
+        def source(t: TeacherSpec) -> Teacher:
             if t.sklearn is not None:
                 return Teacher.from_sklearn(self.resolve(t.sklearn), name=t.name or Path(t.sklearn).stem)
             if t.onnx is not None:

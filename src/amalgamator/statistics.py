@@ -145,7 +145,10 @@ def fit_statistics(
     centred = h - means[cls]
     covariance = centred.T @ centred / max(len(h) - int((counts > 0).sum()), 1)
     stats = FeatureStatistics(space, labels, means, covariance, counts)
-    teacher.statistics = stats
+    if hasattr(teacher, "attach_statistics"):
+        teacher.attach_statistics(stats)
+    else:
+        teacher.statistics = stats
     return stats
 
 

@@ -37,7 +37,11 @@ CAPABILITIES: dict[str, str] = {
     "features": "feature taps",
     "dropout": "dropout for Monte-Carlo passes",
     "gradients": "a live module for gradients",
+    "statistics": "feature statistics of its training data (am.fit_statistics)",
 }
+
+#: the file beside a saved teacher that holds its feature statistics, loaded with it when present
+STATISTICS_FILE = "statistics.safetensors"
 
 _DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
@@ -84,7 +88,13 @@ class Teacher:
         features: module path(s) whose outputs methods such as CFL/DFA need.
         preprocess: maps a raw batch (tensor or list of str) to the model's input
             (a tensor, or a dict of keyword tensors, e.g. a tokenizer's output).
+        statistics: feature statistics of the teacher's training data (a file from
+            :meth:`~amalgamator.statistics.FeatureStatistics.save`, or the object), which routing
+            methods such as ``mahalanobis`` read; their feature tap is added to ``features``.
     """
+
+    #: feature statistics of the training data (:func:`amalgamator.fit_statistics`), or None
+    statistics: Any = None
 
     def __init__(
         self,
@@ -94,6 +104,7 @@ class Teacher:
         kind: str = "multiclass",
         features: str | Sequence[str] | None = None,
         preprocess: Callable[[Batch], Any] | None = None,
+        statistics: Any = None,
     ):
         if not isinstance(model, nn.Module):
             from .student import Student
@@ -120,6 +131,24 @@ class Teacher:
         #: The folder it was loaded from (``from_pretrained``), else None: made in Python.
         self.folder: Path | None = None
         self._spec = _spec_of(preprocess)
+        if statistics is not None:
+            self.attach_statistics(statistics)
+
+    def attach_statistics(self, statistics: Any) -> None:
+        """Carry feature statistics of the training data (an object or a ``.safetensors`` file), checked
+        against this teacher's labels; a feature tap they were computed at is added to ``features``."""
+        from .statistics import INPUT, FeatureStatistics
+
+        stats = statistics if isinstance(statistics, FeatureStatistics) else FeatureStatistics.load(statistics)
+        if [str(v) for v in stats.labels] != list(self.labels):
+            raise TeacherError(
+                f"teacher {self.name!r}: its statistics are for labels {stats.labels}, not its labels "
+                f"{list(self.labels)}; recompute them with am.fit_statistics(teacher, x_train)."
+            )
+        if stats.space != INPUT and stats.space not in (self.features or []):
+            self._module_at(stats.space)
+            self.features = [*self.features, stats.space]
+        self.statistics = stats
 
     def __repr__(self) -> str:
         return f"Teacher(name={self.name!r}, kind={self.kind!r}, labels={len(self.labels)})"
@@ -144,6 +173,8 @@ class Teacher:
         work: a torch model gives outputs and gradients (it is a live module), feature taps when it was made with
         ``features=``, and dropout for Monte-Carlo passes when its model has dropout modules."""
         caps = {"outputs", "gradients"}
+        if self.statistics is not None:
+            caps.add("statistics")
         if self.features:
             caps.add("features")
         if self.has_dropout:
@@ -324,8 +355,12 @@ class Teacher:
         name: str | None = None,
         features: str | Sequence[str] | None = None,
         kind: str | None = None,
+        statistics: Any = None,
     ) -> Teacher:
         """Load a saved amalgamator student folder, or a Hugging Face sequence-classification folder.
+
+        ``statistics`` (a file or object) are the feature statistics the teacher carries; without it a
+        ``statistics.safetensors`` file in the folder is loaded.
 
         A student folder (``student.json`` + ``model.safetensors``) lets a student serve as a
         teacher in a later amalgamation; its kind is the one ``student.json`` records. A Hugging Face
@@ -357,7 +392,7 @@ class Teacher:
             )
             teacher._spec = st.input_spec()
             teacher.folder = path
-            return teacher
+            return _with_statistics(teacher, statistics)
         if (path / "config.json").exists():
             from .models.hf import load_hf_classifier
 
@@ -368,7 +403,7 @@ class Teacher:
                 model, labels=labels, name=name or path.name, kind=recorded, features=features, preprocess=preprocess
             )
             teacher.folder = path
-            return teacher
+            return _with_statistics(teacher, statistics)
         raise TeacherError(
             f"{str(path)!r} is neither an amalgamator student folder (student.json) nor a Hugging Face "
             "checkpoint folder (config.json)."
@@ -560,6 +595,16 @@ class EmbeddingTeacher(Teacher):
         )
 
     logits = run
+
+
+def _with_statistics(teacher: Teacher, statistics: Any) -> Teacher:
+    """Attach the given statistics, else the folder's ``statistics.safetensors`` when there is one."""
+    found = teacher.folder / STATISTICS_FILE if teacher.folder is not None else None
+    if statistics is None and found is not None and found.exists():
+        statistics = found
+    if statistics is not None:
+        teacher.attach_statistics(statistics)
+    return teacher
 
 
 def _hf_kind(folder: Path) -> str:

@@ -128,10 +128,15 @@ class Mahalanobis(Method):
             return [LOGITS]
         return [LOGITS, feature_piece(stats.space)]
 
+    def needs_of(self, teacher: Teacher) -> frozenset[str]:
+        return frozenset({"outputs", "statistics"} if self.options["statistics"] == "carried" else {"outputs"})
+
     def validate(self, teachers: list[Teacher]) -> None:
+        if self.options["statistics"] == "carried":
+            self._require_statistics(teachers)
         super().validate(teachers)
-        if self.options["statistics"] == "pool":
-            return
+
+    def _require_statistics(self, teachers: list[Teacher]) -> None:
         bare = [t.name for t in teachers if getattr(t, "statistics", None) is None]
         if bare:
             raise MethodError(
