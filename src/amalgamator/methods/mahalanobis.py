@@ -111,6 +111,8 @@ class Mahalanobis(Method):
     family = "A: multi-class union"
     summary = "each example learns from the teachers whose training-feature Gaussians (carried statistics) explain it"
     uses_labels = "optional"
+    needs = frozenset({"outputs", "statistics"})
+    needs_note = "statistics='pool': outputs only"
     defaults = {"statistics": "carried", "floor": 1e-6, "sharpness": 1.0, "balance": True, "iterations": 3}
     rules = {
         "statistics": Literal["carried", "pool"],
