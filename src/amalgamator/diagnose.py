@@ -94,7 +94,8 @@ class Diagnosis:
              for lb, p, m, c in zip(self.labels, self.prior, self.naive_mass, self.calibrated_mass, strict=True)],
         )  # fmt: skip
         verdict = "RISKY" if self.risky else "ok"
-        lines = [f"Routing risk: {100 * self.risk:.1f} % of the pool estimated mis-routed ({verdict}).", "",
+        lines = [f"Routing risk: {100 * self.risk:.1f} % of the pool estimated mis-routed by confidence, "
+                 f"{100 * (1 - self.risk):.1f} % routable ({verdict}).", "",
                  teachers, "", classes, "", *[f"- {a}" for a in self.advice]]  # fmt: skip
         return "\n".join(lines)
 
@@ -223,5 +224,10 @@ def advice(d: Diagnosis) -> list[str]:
     out.append(
         f"About {100 * d.risk:.0f} % of the pool would be routed to a teacher that does not know its class. "
         "Use method='calibrated' (no labels needed), or label a few hundred examples and use method='tc'."
+    )
+    out.append(
+        "Best of all, where each teacher's training data lives, compute its feature statistics "
+        "(am.fit_statistics(teacher, x_train)) and use method='mahalanobis': it routes by where each teacher's "
+        "training rows lie, which holds as teachers multiply."
     )
     return out
