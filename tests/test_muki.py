@@ -67,7 +67,7 @@ def test_mc_dropout_changes_the_uncertainty(digits, teachers):
     assert not torch.allclose(mc.diagnostics["uncertainty"], plain.diagnostics["uncertainty"])
 
 
-def test_teacher_without_dropout_is_refused_unless_k_is_1(digits):
+def test_teacher_without_dropout_is_refused_unless_k_is_1(digits, tmp_path):
     """K > 1 needs dropout: refused, naming the ablation; K = 1 (the paper's ablation) runs when asked for."""
     x, y, t, p, _ = digits
     a = am.Teacher(nn.Sequential(nn.Linear(64, 5)), labels=list("01234"), name="nodrop")
@@ -75,8 +75,11 @@ def test_teacher_without_dropout_is_refused_unless_k_is_1(digits):
     with pytest.raises(MethodError, match="teacher 'nodrop' cannot give: its model has no dropout modules") as err:
         am.amalgamate([a, b], data=x[p][:50], method="muki-hard", epochs=1)
     assert "method_options={'k': 1}" in str(err.value) and "kd" in str(err.value).split("methods that work")[1]
-    res = am.amalgamate([a, b], data=x[p][:50], method="muki-hard", method_options={"k": 1}, epochs=1)
+    res = am.amalgamate([a, b], data=x[p][:50], method="muki-hard", method_options={"k": 1}, epochs=1,
+                        out=tmp_path / "k1")  # fmt: skip
     assert res.timings["mc"] == 0.0
+    assert "without Monte-Carlo dropout" in res.student.info["method_variant"]
+    assert "Variant: muki-hard with K = 1, asked for" in (tmp_path / "k1" / "report.md").read_text()
 
 
 @pytest.mark.parametrize("method", ["muki-hard", "muki-soft"])

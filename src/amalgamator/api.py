@@ -581,6 +581,8 @@ def _finish(
     }  # fmt: skip
     if getattr(method_obj, "choice", None):
         st.info["method_choice"] = method_obj.choice
+    if getattr(method_obj, "variant", ""):
+        st.info["method_variant"] = method_obj.variant
     timings = {
         "teacher": store_obj.stats.seconds["teacher"],
         "mc": store_obj.stats.seconds["mc"],

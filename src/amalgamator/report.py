@@ -47,6 +47,8 @@ def student_report(result: Any, teachers: Sequence[Any]) -> str:
     )
     choice = info.get("method_choice")
     chosen = [f"Method chosen by `auto`: `{choice['method']}`, because {choice['why']}.", ""] if choice else []
+    if info.get("method_variant"):
+        chosen += [f"Variant: {info['method_variant']}", ""]
     lines = [
         f"# Student: `{result.method}`",
         "",

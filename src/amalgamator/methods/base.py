@@ -198,6 +198,9 @@ class Method:
     tap_layer: ClassVar[str] = "final feature layer"
     #: extra keyword arguments for the engine's AdamW (e.g. ``{"fused": True}`` for one large table)
     optimizer_options: ClassVar[dict[str, Any]] = {}
+    #: set when the user asked for a published variant of the method (MUKI's K = 1 ablation): a sentence
+    #: the run records in ``student.json`` and ``report.md``
+    variant: str = ""
 
     @classmethod
     def student_kind(cls, kinds: set[str]) -> str:

@@ -86,10 +86,11 @@ class _MUKI(Method):
         self.refuse_single_label(teachers, "its uncertainty is 0: it would own every example")
         self.check_capabilities(teachers)  # K > 1 without dropout is refused, never silently K = 1
         if int(self.options["k"]) == 1:
-            note(
-                f"{self.name}: K = 1, MUKI without Monte-Carlo dropout (the paper's ablation, Table 2): the "
-                "uncertainty is the entropy of one deterministic pass."
+            self.variant = (
+                f"{self.name} with K = 1, asked for: MUKI without Monte-Carlo dropout (the paper's ablation, "
+                "Table 2); the uncertainty is the entropy of one deterministic pass."
             )
+            note(self.variant)
 
     def pieces(self, teacher: Teacher) -> list[str]:
         k = self._k(teacher)
