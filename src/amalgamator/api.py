@@ -16,8 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from accelerate import PartialState
-from accelerate.utils import set_seed
 
 from . import progress as _progress
 from .data import Inputs
@@ -215,6 +213,8 @@ def prepare_out(out: Path, settings: dict[str, Any], resume: bool, overwrite: bo
     that holds another run's checkpoints is refused unless ``overwrite``, and a fresh run over the
     same settings clears the old checkpoints first, so epochs of two runs can never mix.
     """
+    from accelerate import PartialState
+
     _writable_folder(out)
     state = PartialState()
     run_file = out / RUN_FILE
@@ -399,6 +399,8 @@ def _amalgamate(
 ) -> Result:  # fmt: skip
     """The flow in named steps: check inputs, fill the store, build the student, build the context,
     train, save."""
+    from accelerate.utils import set_seed
+
     t_start = time.perf_counter()
     method_obj, method = _method(method, method_options)
     teachers = _check_teachers(teachers)
@@ -446,6 +448,9 @@ def _amalgamate_embeddings(
     """The flow for word-embedding teachers: the target vocabulary (``data``: a list of words, or None for
     the union of the sources'), each source's rows, the method (which trains through the engine when it
     learns), and a saved :class:`~amalgamator.metaembedding.MetaEmbedding`."""
+    from accelerate import PartialState
+    from accelerate.utils import set_seed
+
     from .metaembedding import EmbeddingContext, MetaEmbedding, target_vocabulary
 
     words, unknown = target_vocabulary([t.table for t in teachers], data)
@@ -568,6 +573,8 @@ def _finish(
     t_start: float,
 ) -> Result:  # fmt: skip
     """Step 6: record how the student was made, write its report, save it."""
+    from accelerate import PartialState
+
     labeled = (y >= 0) if y.ndim == 1 else (y >= 0).all(1)
     st.method = method
     st.info = {
@@ -623,6 +630,8 @@ def train_classifier(
     This is how the demo and the benchmarks make teachers: save the result with
     ``.save(dir)`` and load it back with ``Teacher.from_pretrained(dir)``.
     """
+    from accelerate.utils import set_seed
+
     inputs = Inputs(x, what="x")
     names = [str(v) for v in np.asarray(y).reshape(-1)]
     if len(names) != len(inputs):

@@ -96,6 +96,24 @@ Threads = Annotated[
 ]
 
 
+def _print_version(value: bool) -> None:
+    """``--version``: the package version, then exit (nothing but typer and rich is imported for it)."""
+    if value:
+        from . import __version__
+
+        _out().print(f"amalgamator {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    pass
+
+
 # Commands ----------------------------------------------------------------------------------
 
 
@@ -501,12 +519,17 @@ def _show_warning(message: Warning | str, category: type[Warning], *args: Any, *
     _err().print(Text(f"warning: {line}", style="yellow"), soft_wrap=True)
 
 
+def _recipe_errors() -> tuple[type[Exception], ...]:
+    """pydantic's and yaml's errors: what an invalid recipe raises."""
+    import pydantic
+    import yaml
+
+    return (pydantic.ValidationError, yaml.YAMLError)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point: runs the app and turns user errors into one line, exit 2."""
     import warnings
-
-    import pydantic
-    import yaml
 
     try:
         with warnings.catch_warnings():
@@ -515,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except AmalgamatorError as exc:
         _error(str(exc))
         sys.exit(2)
-    except (pydantic.ValidationError, yaml.YAMLError) as exc:
+    except _recipe_errors() as exc:  # evaluated only when an error gets here: pydantic and yaml load on demand
         _error(f"invalid recipe: {str(exc).splitlines()[0]}")
         sys.exit(2)
     except _ClickException as exc:

@@ -16,7 +16,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from . import progress
 from .errors import DataError
@@ -24,6 +23,8 @@ from .errors import DataError
 
 def multiclass_metrics(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str, float]:
     """Accuracy and macro-F1 over label names (macro over the true labels present)."""
+    from sklearn.metrics import accuracy_score, f1_score
+
     y_true, y_pred = np.asarray(y_true, dtype=str), np.asarray(y_pred, dtype=str)
     if y_true.shape != y_pred.shape:
         raise DataError(f"y has {len(y_true)} labels but there are {len(y_pred)} predictions; give one label per row.")
@@ -37,6 +38,8 @@ def multiclass_metrics(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str
 
 def confusion(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> np.ndarray:
     """Counts (len(labels), len(labels)); rows are true labels, columns predictions."""
+    from sklearn.metrics import confusion_matrix
+
     return confusion_matrix(np.asarray(y_true, dtype=str), np.asarray(y_pred, dtype=str), labels=list(labels))
 
 
@@ -139,6 +142,8 @@ def evaluate(model: Any, x: Any, y: Any) -> dict[str, float]:
         return metrics
     n_unknown = int((~known).sum())
     metrics["unknown_labels"] = n_unknown
+    from sklearn.metrics import accuracy_score
+
     metrics["accuracy_known"] = float(accuracy_score(y_names[known], pred.astype(str)[known]))
     if n_unknown:
         unknown, counts = np.unique(y_names[~known], return_counts=True)

@@ -37,6 +37,7 @@ SUITES: dict[str, Suite] = {
         "metaembedding", "Family E: SimME and baselines on three word-vector sources (thesis Ch. 2)"
     ),
     "experts": Suite("experts", "many narrow teachers (4 to 13): routing methods against oracle routing (issue 19)"),
+    "speed": Suite("speed", "against a bare PyTorch floor: kd on digits, TC on SYN (published settings), start-up"),
     "store": Suite("store_effect", "wall time of kd reading the teacher-output store vs running teachers every step"),
 }
 
