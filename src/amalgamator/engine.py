@@ -8,15 +8,23 @@ epoch k gives bit-identical weights to an uninterrupted run (on CPU).
 
 Checkpoints (one per epoch, ``out/checkpoints/epoch-KKK/``): ``model.safetensors``
 (student network and method modules), ``optimizer.pt`` and ``scheduler.pt`` (plain
-tensors and numbers, read back with ``torch.load(weights_only=True)``) and ``state.json``.
+tensors and numbers, read back with ``torch.load(weights_only=True)``) and ``state.json``
+(the run's fingerprint, the history and the SHA-256 of each file). A checkpoint is written into a
+hidden temporary folder, flushed to disk and renamed into place whole, so a crash never leaves a
+half checkpoint under an ``epoch-KKK`` name; one that fails its checksums anyway (a disk that lost
+writes) is skipped with a warning and the run resumes from the one before.
 Multi-process or multi-GPU training needs only ``accelerate launch``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import math
+import os
+import secrets
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,12 +36,12 @@ import torch
 import torch.nn as nn
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedType, set_seed
-from safetensors.torch import load_file
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_bytes
 from torch.utils.data import DataLoader, Dataset
 
-from . import progress
+from . import durable, faults, progress
 from .errors import AmalgamatorError
-from .io import save_tensors
 from .methods.base import Method, StudentOutput, tap_outputs
 
 #: fewer optimiser steps than this warn (20 epochs of a 176-row pool make 40); the warning suggests ENOUGH_STEPS
@@ -116,6 +124,10 @@ class _Rows(Dataset):
         rows in the same order as collating ``__getitem__`` row by row, without a Python call per row."""
         return self[torch.as_tensor(idx, dtype=torch.long)]
 
+    def batch(self, positions: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The batch of the rows at ``positions`` (indices into ``rows``)."""
+        return self[positions]
+
 
 def _batch_as_is(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``collate_fn`` for batches ``_Rows.__getitems__`` already assembled."""
@@ -163,8 +175,13 @@ def _lr_lambda(total: int, warmup: float):
     return f
 
 
+def _checkpoints(ckpt_dir: Path) -> list[Path]:
+    """Published checkpoints, oldest first (temporary folders are hidden: ``.epoch-KKK.*.tmp``)."""
+    return sorted(p for p in ckpt_dir.glob("epoch-*") if (p / "state.json").exists())
+
+
 def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
-    done = sorted(p for p in ckpt_dir.glob("epoch-*") if (p / "state.json").exists())
+    done = _checkpoints(ckpt_dir)
     return done[-1] if done else None
 
 
@@ -207,6 +224,7 @@ def fit(
     step_fn = _plain_step(accelerator, model, optimizer, cfg.grad_clip) or _accelerate_step(
         accelerator, model, optimizer, cfg.grad_clip
     )
+    batches = _plain_batches(accelerator, loader.dataset, cfg.batch_size, cfg.seed) or _loader_batches(loader)
 
     history = History()
     start = 0
@@ -214,18 +232,18 @@ def fit(
     if resume:
         if ckpt_dir is None:
             raise AmalgamatorError("--resume needs --out: the folder whose checkpoints to continue from.")
-        last = _latest_checkpoint(ckpt_dir)
-        if last is not None:
-            start, history = _load_checkpoint(last, accelerator, model, optimizer, scheduler, run_id)
+        loaded = _resume(ckpt_dir, accelerator, model, optimizer, scheduler, run_id)
+        if loaded is not None:
+            start, history = loaded
             history.resumed_from = start
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         torch.manual_seed(cfg.seed + epoch)  # the training RNG (dropout) per epoch, so a resume replays it; the
-        loader.set_epoch(epoch)  # sampler has its own seeded generator (accelerate's set_seed probes devices: ~3 ms)
+        # sampler has its own seeded generator (accelerate's set_seed probes devices: ~3 ms per call)
         model.train()
         total, count = 0.0, 0
         with progress.bar(f"epoch {epoch + 1}/{cfg.epochs}", len(loader), cfg.progress) as advance:
-            for step, batch in enumerate(loader):
+            for step, batch in enumerate(batches(epoch)):
                 with tap_outputs(network, method.student_taps) as taps:
                     logits, feats = model(batch["x"])
                 loss = method.loss(batch, StudentOutput(logits, feats, dict(taps)))
@@ -278,6 +296,33 @@ def _plain_step(accelerator: Accelerator, model: nn.Module, optimizer: Any, clip
     return step
 
 
+def _plain_batches(accelerator: Accelerator, rows: _Rows, batch_size: int, seed: int):
+    """In one process, an epoch's batches sliced straight from the tensors, in exactly the order of
+    Accelerate's seedable sampler (``torch.randperm`` from a generator seeded with seed + epoch) without its
+    DataLoader wrapper's per-batch work. None in a distributed run, where Accelerate shards the batches."""
+    if accelerator.num_processes != 1:
+        return None
+
+    def batches(epoch: int):
+        torch.empty((), dtype=torch.int64).random_()  # the draw a DataLoader iterator makes (its base seed), so
+        # the dropout stream, and so the student, stay bit-identical to the DataLoader path
+        order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed + epoch))
+        for start in range(0, len(order), batch_size):
+            yield rows.batch(order[start : start + batch_size])
+
+    return batches
+
+
+def _loader_batches(loader: Any):
+    """An epoch's batches from Accelerate's prepared DataLoader (distributed runs)."""
+
+    def batches(epoch: int):
+        loader.set_epoch(epoch)
+        return iter(loader)
+
+    return batches
+
+
 def _accelerate_step(accelerator: Accelerator, model: nn.Module, optimizer: Any, clip: float | None):
     """The optimiser step through Accelerate (mixed precision, DeepSpeed, FSDP, XLA)."""
     params = list(model.parameters())
@@ -292,40 +337,143 @@ def _accelerate_step(accelerator: Accelerator, model: nn.Module, optimizer: Any,
     return step
 
 
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.pt", "scheduler.pt")
+
+
 def _prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
-    """Keep the latest ``keep`` complete checkpoints: 30 epochs of a 1 MB student are not 97 MB of disk."""
-    done = sorted(p for p in ckpt_dir.glob("epoch-*") if (p / "state.json").exists())
-    for old in done[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    """Keep the latest ``keep`` complete checkpoints: 30 epochs of a 1 MB student are not 97 MB of disk.
+
+    An old checkpoint is first renamed to a hidden name, then deleted: a crash half way through leaves
+    a hidden leftover (removed here next time), never a half-deleted ``epoch-KKK``. The out folder's
+    lock guarantees no other process writes here."""
+    for old in _checkpoints(ckpt_dir)[:-keep]:
+        doomed = ckpt_dir / f".{old.name}.{os.getpid()}-{secrets.token_hex(3)}{durable.TMP_SUFFIX}"
+        with contextlib.suppress(OSError):
+            os.rename(old, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+    _remove_leftovers(ckpt_dir)
+    faults.point("ckpt-pruned", ckpt_dir)
+
+
+def _remove_leftovers(ckpt_dir: Path) -> None:
+    """Delete the hidden temporary folders of a run that was killed while saving or pruning."""
+    mine = f".{os.getpid()}-"
+    for left in ckpt_dir.glob(f".epoch-*{durable.TMP_SUFFIX}"):
+        if mine not in left.name:
+            shutil.rmtree(left, ignore_errors=True)
 
 
 def _save_checkpoint(ckpt_dir, epoch, accelerator, model, optimizer, scheduler, run_id, history) -> None:
+    """Publish the checkpoint of ``epoch`` (0-based) whole: temporary folder, fsync, rename."""
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return
-    path = ckpt_dir / f"epoch-{epoch + 1:03d}"
-    path.mkdir(parents=True, exist_ok=True)
+    name = f"epoch-{epoch + 1:03d}"
+    final = ckpt_dir / name
     state = {k: v.detach().cpu().contiguous() for k, v in accelerator.unwrap_model(model).state_dict().items()}
-    save_tensors(state, path / "model.safetensors")
-    accelerator.save(optimizer.state_dict(), path / "optimizer.pt")
-    accelerator.save(scheduler.state_dict(), path / "scheduler.pt")
-    meta = {"epoch": epoch + 1, "run": run_id, "loss": history.loss, "seconds": history.seconds}
-    (path / "state.json").write_text(json.dumps(meta, indent=1))  # written last: marks the checkpoint complete
+    blobs = {"model.safetensors": safetensors_bytes(state)}
+    for file, obj in (("optimizer.pt", optimizer.state_dict()), ("scheduler.pt", scheduler.state_dict())):
+        buf = io.BytesIO()
+        accelerator.save(obj, buf)
+        blobs[file] = buf.getvalue()
+    meta = {"epoch": epoch + 1, "run": run_id, "loss": history.loss, "seconds": history.seconds,
+            "files": {file: hashlib.sha256(b).hexdigest() for file, b in blobs.items()}}  # fmt: skip
+    blobs["state.json"] = json.dumps(meta, indent=1).encode()  # written last
+    tmp = ckpt_dir / f".{name}.{os.getpid()}-{secrets.token_hex(3)}{durable.TMP_SUFFIX}"
+    try:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+        for file, data in blobs.items():
+            if file == "state.json":
+                faults.point("ckpt-files", tmp)
+            durable.write_file(tmp / file, data)
+        durable.sync_folder(tmp)
+        faults.point("ckpt-publish", tmp)
+        if final.exists():  # an unusable checkpoint of this epoch that the resume skipped
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        durable.sync_folder(ckpt_dir)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(exc, OSError):
+            raise
+        if durable.is_full(exc):
+            needed = sum(len(b) for b in blobs.values())
+            raise AmalgamatorError(
+                f"{durable.space_message(ckpt_dir, f'the checkpoint of epoch {epoch + 1}', needed)}. Free some "
+                f"space, then resume (resume=True / --resume): the run continues after epoch {epoch}."
+            ) from None
+        raise AmalgamatorError(
+            f"cannot write the checkpoint of epoch {epoch + 1} to {ckpt_dir} ({exc.strerror or exc}); "
+            "give an out folder you can write to."
+        ) from None
+    faults.point("ckpt-saved", final / "model.safetensors")
 
 
-def _load_checkpoint(path, accelerator, model, optimizer, scheduler, run_id) -> tuple[int, History]:
+class _Unusable(Exception):
+    """A checkpoint that cannot be resumed from (incomplete or damaged); the message says why."""
+
+
+def _read_checkpoint(path: Path, run_id: str) -> tuple[dict, dict, Any, Any]:
+    """A checkpoint's state.json, weights, optimizer and scheduler states, every file checked first."""
     try:
         meta = json.loads((path / "state.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise AmalgamatorError(
-            f"checkpoint {path} is unreadable ({exc}); delete it to resume from the one before."
-        ) from None
+        if not isinstance(meta, dict):
+            raise ValueError("state.json is not a mapping")
+    except (OSError, ValueError) as exc:
+        raise _Unusable(f"unreadable ({type(exc).__name__})") from None
     if meta.get("run") != run_id:
         raise AmalgamatorError(
             f"checkpoint {path} was made by a run with other settings or data; "
             "resume with the same teachers, data and options, or start fresh in another out folder."
         )
-    accelerator.unwrap_model(model).load_state_dict(load_file(str(path / "model.safetensors")))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True, map_location="cpu"))
-    return int(meta["epoch"]), History(loss=list(meta["loss"]), seconds=list(meta["seconds"]))
+    raw = {}
+    for file in CHECKPOINT_FILES:
+        try:
+            raw[file] = (path / file).read_bytes()
+        except OSError as exc:
+            raise _Unusable(f"incomplete ({file}: {exc.strerror or exc})") from None
+        want = meta.get("files", {}).get(file)  # checkpoints written before checksums have none
+        if want is not None and hashlib.sha256(raw[file]).hexdigest() != want:
+            raise _Unusable(f"damaged ({file} fails its checksum)")
+    try:
+        weights = safetensors_load(raw["model.safetensors"])
+        opt = torch.load(io.BytesIO(raw["optimizer.pt"]), weights_only=True, map_location="cpu")
+        sched = torch.load(io.BytesIO(raw["scheduler.pt"]), weights_only=True, map_location="cpu")
+        epoch, loss, seconds = int(meta["epoch"]), list(meta["loss"]), list(meta["seconds"])
+    except Exception as exc:  # noqa: BLE001  (a damaged legacy checkpoint: any reader error)
+        raise _Unusable(f"unreadable ({type(exc).__name__})") from None
+    return {"epoch": epoch, "loss": loss, "seconds": seconds}, weights, opt, sched
+
+
+def _resume(ckpt_dir, accelerator, model, optimizer, scheduler, run_id) -> tuple[int, History] | None:
+    """Load the newest usable checkpoint; an unusable one is reported and the one before it tried."""
+    if accelerator.is_main_process and ckpt_dir.is_dir():
+        _remove_leftovers(ckpt_dir)
+    skipped = 0
+    for path in reversed(_checkpoints(ckpt_dir)):
+        try:
+            meta, weights, opt, sched = _read_checkpoint(path, run_id)
+        except _Unusable as why:
+            progress.warn(f"checkpoint {path} is {why}; resuming from the one before it.")
+            skipped += 1
+            continue
+        accelerator.unwrap_model(model).load_state_dict(weights)
+        optimizer.load_state_dict(opt)
+        scheduler.load_state_dict(sched)
+        return meta["epoch"], History(loss=meta["loss"], seconds=meta["seconds"])
+    if skipped:
+        progress.warn(f"no usable checkpoint in {ckpt_dir}: training from the first epoch.")
+    return None
+
+
+def _load_checkpoint(path, accelerator, model, optimizer, scheduler, run_id) -> tuple[int, History]:
+    """Load one given checkpoint (every file checked first)."""
+    try:
+        meta, weights, opt, sched = _read_checkpoint(path, run_id)
+    except _Unusable as why:
+        raise AmalgamatorError(f"checkpoint {path} is {why}; delete it to resume from the one before.") from None
+    accelerator.unwrap_model(model).load_state_dict(weights)
+    optimizer.load_state_dict(opt)
+    scheduler.load_state_dict(sched)
+    return meta["epoch"], History(loss=meta["loss"], seconds=meta["seconds"])
