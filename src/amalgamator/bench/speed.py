@@ -37,8 +37,9 @@ from .startup import startup_times
 
 #: the thesis authors' published TC-on-SYN settings (issue 17)
 TC_SYN = {
-    "teachers": [(("normal", "cyclic", "increasing", "decreasing"), {"hidden": 10, "layers": 1}),
-                 (("increasing", "decreasing", "upward_shift", "downward_shift"), {"hidden": 4, "layers": 2})],
+    "teachers": [(("normal", "cyclic", "increasing", "decreasing"), {"hidden": 10, "layers": 1, "dropout": 0.0}),
+                 (("increasing", "decreasing", "upward_shift", "downward_shift"),
+                  {"hidden": 4, "layers": 2, "dropout": 0.0})],
     "student_options": {"hidden": 8, "layers": 2, "dropout": 0.0},
     "epochs": 200, "batch_size": 8, "lr": 0.01, "ttl_epochs": 500, "labeled": 8,
     "teacher_epochs": 300, "teacher_batch_size": 8,  # the teachers trained as the student is (lr 0.01)
