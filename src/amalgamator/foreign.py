@@ -582,10 +582,8 @@ def from_onnx(
         import onnxruntime as ort
     except ImportError:
         raise TeacherError(f"{who}: an ONNX teacher needs onnxruntime; pip install onnxruntime.") from None
-    from .api import default_threads
-
-    options = ort.SessionOptions()  # the thread budget of amalgamate's teacher passes, not every core
-    options.intra_op_num_threads, options.inter_op_num_threads = default_threads(), 1
+    options = ort.SessionOptions()  # torch's thread budget (amalgamate sets it for its teacher passes), not every core
+    options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:
