@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from . import durable
 from . import progress as _progress
 from .data import Inputs
 from .engine import History, TrainConfig, fit
@@ -206,6 +208,32 @@ def _writable_folder(out: Path) -> None:
         ) from None
 
 
+LOCK_FILE = ".amalgamator.lock"
+
+
+@contextlib.contextmanager
+def out_lock(out: Path | None) -> Iterator[None]:
+    """Hold ``out/.amalgamator.lock`` (an ``flock``) for a whole run: a second run into the same folder
+    is refused with the holder's pid instead of interleaving checkpoints. The system releases the lock
+    when its process ends, however it ends, so a killed run never blocks the next one. Only the main
+    process of a distributed run takes it. ``None`` (no out folder): nothing to hold."""
+    from accelerate import PartialState
+
+    if out is None or not PartialState().is_main_process:
+        yield
+        return
+    _writable_folder(out)
+    holder = f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    try:
+        with durable.lock(out / LOCK_FILE, wait=False, holder=holder):
+            yield
+    except durable.Busy as busy:
+        raise DataError(
+            f"out folder {out} is in use by another run ({busy.holder or 'holder unknown'}); wait for it to finish "
+            "or give another out folder (two runs writing one folder would mix their checkpoints)."
+        ) from None
+
+
 def prepare_out(out: Path, settings: dict[str, Any], resume: bool, overwrite: bool) -> None:
     """Check ``out`` before any teacher runs, so that no work is lost and no stale run is picked up.
 
@@ -246,7 +274,14 @@ def prepare_out(out: Path, settings: dict[str, Any], resume: bool, overwrite: bo
                 shutil.rmtree(d)
             _progress.note(f"{out}: removed the checkpoints of an earlier run; starting from the first epoch.")
     if state.is_main_process:
-        run_file.write_text(json.dumps({"settings": settings, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
+        record = json.dumps({"settings": settings, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1).encode()
+        durable.remove_leftovers(out, RUN_FILE)  # a temporary run.json of a run that was killed (we hold the lock)
+        try:
+            durable.publish(run_file, record)  # a crash never leaves half of it
+        except OSError as exc:
+            if durable.is_full(exc):
+                raise DataError(f"{durable.space_message(out, RUN_FILE, len(record))}; free some space.") from None
+            raise DataError(f"cannot write {run_file} ({exc.strerror or exc}); use a writable folder.") from None
     state.wait_for_everyone()
 
 
@@ -407,7 +442,10 @@ def _amalgamate(
     if "embedding" in teacher_kinds(teachers):
         method_obj.validate(teachers)
         cfg.validate()
-        return _amalgamate_embeddings(teachers, data, method_obj, method, cfg, out, resume, overwrite, steps, t_start)
+        with out_lock(Path(out).expanduser() if out is not None else None):  # held to the end, as below
+            return _amalgamate_embeddings(
+                teachers, data, method_obj, method, cfg, out, resume, overwrite, steps, t_start
+            )
     union = LabelSpace.union([t.labels for t in teachers])
     kind = method_obj.student_kind(teacher_kinds(teachers))
     cfg.validate()
@@ -424,21 +462,22 @@ def _amalgamate(
         )
     if steps is not None:  # as many epochs as give at least ``steps`` optimiser steps over every row
         cfg = replace(cfg, epochs=epochs_for(len(y), cfg.batch_size, 1, steps))
-    if out_path is not None:
-        settings = run_settings(teachers, parts, y, method_obj, student, student_options, cfg)
-        prepare_out(out_path, settings, resume, overwrite)
+    with out_lock(out_path):  # held to the end: a second run into this folder is refused, not interleaved
+        if out_path is not None:
+            settings = run_settings(teachers, parts, y, method_obj, student, student_options, cfg)
+            prepare_out(out_path, settings, resume, overwrite)
 
-    store_obj, outputs = _fill_store(teachers, parts, method_obj, store, cfg)
-    inputs = parts[0] if len(parts) == 1 else Inputs.concat(parts)
-    set_seed(cfg.seed)
-    st = Student.create(student, inputs, list(union), kind, student_options)
-    x = st.featurizer.transform(inputs)
-    ctx = Context(
-        teachers=teachers, union=union, outputs=outputs, inputs=inputs, y=y, student=st, features=x, config=cfg
-    )
-    history = method_obj.run(ctx, _trainer(st, method_obj, x, cfg, out_path, resume))
-    st = ctx.student  # a method may hand back another student (Context.replace_student)
-    return _finish(st, method, method_obj, teachers, student_options, cfg, y, history, store_obj, out_path, t_start)
+        store_obj, outputs = _fill_store(teachers, parts, method_obj, store, cfg)
+        inputs = parts[0] if len(parts) == 1 else Inputs.concat(parts)
+        set_seed(cfg.seed)
+        st = Student.create(student, inputs, list(union), kind, student_options)
+        x = st.featurizer.transform(inputs)
+        ctx = Context(
+            teachers=teachers, union=union, outputs=outputs, inputs=inputs, y=y, student=st, features=x, config=cfg
+        )
+        history = method_obj.run(ctx, _trainer(st, method_obj, x, cfg, out_path, resume))
+        st = ctx.student  # a method may hand back another student (Context.replace_student)
+        return _finish(st, method, method_obj, teachers, student_options, cfg, y, history, store_obj, out_path, t_start)
 
 
 def _amalgamate_embeddings(
@@ -646,7 +685,8 @@ def train_classifier(
     )
     cfg.validate()
     check_student(student, student_options)
-    with torch_threads(threads):
+    out_path = Path(out).expanduser() if out is not None else None
+    with torch_threads(threads), out_lock(out_path):
         set_seed(seed)
         st = Student.create(student, inputs, list(space), "multiclass", student_options)
         method = get_method("supervised")()
@@ -658,7 +698,7 @@ def train_classifier(
             method.prepare(ctx),
             method.train_rows(ctx),
             cfg,
-            out=Path(out) if out is not None else None,
+            out=out_path,
         )
     st.method = "supervised"
     st.info = {"train": {"epochs": cfg.epochs, "seed": seed, "rows": len(inputs)}, "final_loss": history.loss[-1]}

@@ -15,16 +15,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .errors import DataError
+from .errors import DataError, first_line
 
 Batch = torch.Tensor | list[str]
 
 
 def _as_tensor(arr: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
     if not isinstance(arr, torch.Tensor):
-        arr = np.asarray(arr)
-        if any(s < 0 for s in arr.strides):  # a reversed view (x[::-1]): torch cannot share it, so copy
-            arr = np.ascontiguousarray(arr)
+        arr = _native_numbers(np.asarray(arr), what)
+        if any(s < 0 for s in arr.strides) or not arr.flags.writeable:  # a reversed or read-only view (x[::-1],
+            arr = np.array(arr, order="C")  # pandas' copy-on-write frames): torch cannot safely share it, so copy
     t = torch.as_tensor(arr) if not isinstance(arr, torch.Tensor) else arr.detach().cpu()
     if t.dtype == torch.bool or t.is_floating_point():
         t = t.to(torch.float32)
@@ -34,6 +34,8 @@ def _as_tensor(arr: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
         raise DataError(f"{what} has dtype {t.dtype}; give numbers (float or int) or a list of strings.")
     if t.ndim == 0:
         raise DataError(f"{what} is a scalar; give one row per example.")
+    if t.ndim > 1 and 0 in t.shape[1:]:
+        raise DataError(f"{what} has rows of shape {tuple(t.shape[1:])}, which hold no values; give at least one.")
     if t.is_floating_point() and not torch.isfinite(t).all() and not _is_nan_padding(t):
         bad = int((~torch.isfinite(t)).reshape(len(t), -1).any(1).sum())
         raise DataError(
@@ -41,6 +43,88 @@ def _as_tensor(arr: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
             "(variable-length sequences: pad with NaN only at the end, all channels at once; see pad_sequences)."
         )
     return t.contiguous()
+
+
+_KIND_HINTS = {
+    "c": "complex numbers (give their real part, or real and imaginary parts as two features)",
+    "M": "dates (convert them to numbers first)",
+    "m": "time spans (convert them to numbers first)",
+    "V": "structured records (give one numeric field per column)",
+}
+
+
+def _native_numbers(arr: np.ndarray, what: str) -> np.ndarray:
+    """A numeric array torch can take: native byte order, unsigned ints widened; anything else a DataError."""
+    kind = arr.dtype.kind
+    if kind not in "biuf":
+        hint = _KIND_HINTS.get(kind, f"values of dtype {arr.dtype}")
+        raise DataError(f"{what} holds {hint}; give numbers (float or int) or a list of strings.")
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if kind == "u" and arr.dtype.itemsize > 1:
+        if arr.dtype.itemsize == 8 and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+            raise DataError(f"{what} holds unsigned integers beyond the int64 range; give floats or smaller numbers.")
+        arr = arr.astype(np.int64)
+    return arr
+
+
+def _text_array(arr: np.ndarray, what: str) -> list[str]:
+    """A 1-D (or (n, 1)) array of strings, bytes (UTF-8) or str objects as a list of texts; else a DataError."""
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise DataError(f"{what} is an array of strings of shape {arr.shape}; give one text per row (1-D).")
+    values = arr.tolist()
+    if arr.dtype.kind == "S" or (arr.dtype.kind == "O" and all(isinstance(v, bytes) for v in values)):
+        try:
+            return [bytes(v).decode("utf-8") for v in values]
+        except UnicodeDecodeError:
+            raise DataError(f"{what} holds bytes that are not UTF-8 text; give a list of str.") from None
+    bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
+    if bad is not None:
+        raise DataError(
+            f"{what} mixes texts and {type(values[bad]).__name__} values (row {bad}: {values[bad]!r:.40}); "
+            "give a list of strings, or a numeric array."
+        )
+    return [str(v) for v in values]
+
+
+def _object_array(arr: np.ndarray, what: str) -> list[str] | torch.Tensor:
+    """An object array: texts when it holds strings, numbers when every element is one; else a DataError."""
+    flat = arr.reshape(-1).tolist()
+    if flat and all(isinstance(v, (str, bytes)) for v in flat):
+        return _text_array(arr, what)
+    if all(isinstance(v, (int, float, np.number, np.bool_)) for v in flat):
+        try:
+            return _as_tensor(arr.astype(np.float64), what)
+        except (OverflowError, TypeError, ValueError):
+            pass
+    bad = next((v for v in flat if not isinstance(v, (int, float, np.number, str, bytes))), flat[0] if flat else None)
+    raise DataError(
+        f"{what} is an object array holding {type(bad).__name__} values ({bad!r:.40}); give a numeric array "
+        "or a list of strings."
+    )
+
+
+def _sequence(data: Sequence[Any], what: str) -> list[str] | torch.Tensor:
+    """A list (or tuple) of rows: texts when every item is a string, else numbers of one shape."""
+    if all(isinstance(v, str) for v in data):
+        return list(data)
+    if any(isinstance(v, str) for v in data):
+        i = next(i for i, v in enumerate(data) if not isinstance(v, str))
+        raise DataError(
+            f"{what} mixes strings and {type(data[i]).__name__} values (item {i}); give a list of strings or numbers."
+        )
+    try:
+        arr = np.asarray(data)
+    except (ValueError, TypeError) as exc:
+        raise DataError(
+            f"{what}: its rows have different shapes or are not numbers ({first_line(exc)}); pad sequences to one "
+            "length (pad_sequences) or give a numeric array."
+        ) from None
+    if arr.dtype.kind in "USO":
+        return _object_array(arr, what) if arr.dtype.kind == "O" else _text_array(arr, what)
+    return _as_tensor(arr, what)
 
 
 def _is_nan_padding(t: torch.Tensor) -> bool:
@@ -115,18 +199,17 @@ class Inputs:
             fingerprint = data._fp  # same content: keep its hash
         elif isinstance(data, (np.ndarray, torch.Tensor)):
             arr = data
-            if isinstance(arr, np.ndarray) and arr.dtype.kind in "USO":
-                self.values = [str(v) for v in arr.reshape(-1)]
+            if isinstance(arr, np.ndarray) and arr.dtype.kind == "O":
+                self.values = _object_array(arr, what)
+            elif isinstance(arr, np.ndarray) and arr.dtype.kind in "US":
+                self.values = _text_array(arr, what)
             else:
                 self.values = _as_tensor(arr, what)
         elif isinstance(data, Dataset):
             got = _materialize_dataset(data, what)
             self.values = got if isinstance(got, list) else _as_tensor(got, what)
         elif isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
-            if all(isinstance(v, str) for v in data):
-                self.values = list(data)
-            else:
-                self.values = _as_tensor(np.asarray(data), what)
+            self.values = _sequence(data, what)
         else:
             raise DataError(
                 f"{what} has type {type(data).__name__}; give a numpy array, a torch tensor, "

@@ -180,11 +180,6 @@ def _checkpoints(ckpt_dir: Path) -> list[Path]:
     return sorted(p for p in ckpt_dir.glob("epoch-*") if (p / "state.json").exists())
 
 
-def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
-    done = _checkpoints(ckpt_dir)
-    return done[-1] if done else None
-
-
 def fit(
     network: nn.Module,
     method: Method,
@@ -427,13 +422,13 @@ def _read_checkpoint(path: Path, run_id: str) -> tuple[dict, dict, Any, Any]:
             f"checkpoint {path} was made by a run with other settings or data; "
             "resume with the same teachers, data and options, or start fresh in another out folder."
         )
-    raw = {}
+    raw, sums = {}, meta.get("files") if isinstance(meta.get("files"), dict) else {}
     for file in CHECKPOINT_FILES:
         try:
             raw[file] = (path / file).read_bytes()
         except OSError as exc:
             raise _Unusable(f"incomplete ({file}: {exc.strerror or exc})") from None
-        want = meta.get("files", {}).get(file)  # checkpoints written before checksums have none
+        want = sums.get(file)  # checkpoints written before checksums have none
         if want is not None and hashlib.sha256(raw[file]).hexdigest() != want:
             raise _Unusable(f"damaged ({file} fails its checksum)")
     try:
@@ -465,15 +460,3 @@ def _resume(ckpt_dir, accelerator, model, optimizer, scheduler, run_id) -> tuple
     if skipped:
         progress.warn(f"no usable checkpoint in {ckpt_dir}: training from the first epoch.")
     return None
-
-
-def _load_checkpoint(path, accelerator, model, optimizer, scheduler, run_id) -> tuple[int, History]:
-    """Load one given checkpoint (every file checked first)."""
-    try:
-        meta, weights, opt, sched = _read_checkpoint(path, run_id)
-    except _Unusable as why:
-        raise AmalgamatorError(f"checkpoint {path} is {why}; delete it to resume from the one before.") from None
-    accelerator.unwrap_model(model).load_state_dict(weights)
-    optimizer.load_state_dict(opt)
-    scheduler.load_state_dict(sched)
-    return meta["epoch"], History(loss=meta["loss"], seconds=meta["seconds"])

@@ -19,8 +19,8 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from .errors import AmalgamatorError, RecipeError, suggest
-from .io import load_table, require_labels, resolve_path
+from .errors import AmalgamatorError, RecipeError, first_line, suggest
+from .io import file_problem, load_table, require_labels, resolve_path
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -37,6 +37,13 @@ def _str_list(v: Any) -> Any:
     return [_scalar_str(x) for x in v] if isinstance(v, list) else v
 
 
+def _no_nul(v: Any) -> Any:
+    """A path with a NUL character names no file (and would crash the OS calls): refused up front."""
+    if isinstance(v, str) and "\x00" in v:
+        raise ValueError("a path cannot contain a NUL character")
+    return v
+
+
 class _PathSpec(BaseModel):
     """A spec that may also be written as a bare path."""
 
@@ -48,6 +55,11 @@ class _PathSpec(BaseModel):
     @classmethod
     def _from_path(cls, v: Any) -> Any:
         return {"path": str(v)} if isinstance(v, (str, Path)) else v
+
+    @field_validator("path", mode="after")
+    @classmethod
+    def _path(cls, v: Any) -> Any:
+        return _no_nul(v)
 
 
 class DataSpec(_PathSpec):
@@ -90,6 +102,11 @@ class TeacherSpec(_PathSpec):
     def _features(cls, v: Any) -> Any:
         return _str_list(v)
 
+    @field_validator("sklearn", "onnx", "statistics", mode="after")
+    @classmethod
+    def _paths(cls, v: Any) -> Any:
+        return _no_nul(v)
+
     @model_validator(mode="after")
     def _one_source(self) -> TeacherSpec:
         given = [k for k in ("path", "sklearn", "onnx") if getattr(self, k) is not None]
@@ -105,14 +122,15 @@ class TrainSpec(BaseModel):
 
     model_config = _STRICT
 
-    epochs: int | None = Field(10, ge=1)  # None when steps is given
-    steps: int | None = Field(None, ge=1)  # optimiser steps instead of epochs
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    seed: int = 0
-    keep_checkpoints: int = Field(3, ge=1)
-    threads: int | None = Field(None, ge=1)
+    # Upper bounds only refuse the absurd (a mistyped exponent), never a plausible run.
+    epochs: int | None = Field(10, ge=1, le=1_000_000)  # None when steps is given
+    steps: int | None = Field(None, ge=1, le=10**12)  # optimiser steps instead of epochs
+    batch_size: int = Field(128, ge=1, le=2**31 - 1)
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
+    weight_decay: float = Field(1e-4, ge=0, allow_inf_nan=False)
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy's seed range
+    keep_checkpoints: int = Field(3, ge=1, le=1_000_000)
+    threads: int | None = Field(None, ge=1, le=65_536)
 
     @model_validator(mode="before")
     @classmethod
@@ -139,6 +157,11 @@ class Recipe(BaseModel):
     student_options: dict[str, Any] = Field(default_factory=dict)
     train: TrainSpec = Field(default_factory=TrainSpec)
     out: str | None = None
+
+    @field_validator("out", mode="after")
+    @classmethod
+    def _out(cls, v: Any) -> Any:
+        return _no_nul(v)
 
     _source: Path | None = PrivateAttr(default=None)
     _shown: str = PrivateAttr(default="recipe")
@@ -196,10 +219,8 @@ class Recipe(BaseModel):
             raise RecipeError(f"{self.where}: method: {exc}") from None
         try:
             cls(**self.method_options)
-        except AmalgamatorError as exc:
-            raise RecipeError(f"{self.where}: method_options: {exc}") from None
-        except TypeError as exc:
-            raise RecipeError(f"{self.where}: method_options: {exc}") from None
+        except (TypeError, ValueError) as exc:  # AmalgamatorError is a ValueError
+            raise RecipeError(f"{self.where}: method_options: {first_line(exc).split(': ', 1)[-1]}") from None
         if cls.uses_labels == "required" and self.labeled is None:
             raise RecipeError(
                 f"{self.where}: method {self.method!r} trains on labels: add labeled: (a file with labels)."
@@ -242,6 +263,9 @@ class Recipe(BaseModel):
         if self.data is None:
             return None
         path = self.resolve(self.data.path)
+        problem = file_problem(path)
+        if problem:
+            raise RecipeError(f"{self.where}: data: cannot read the word list {str(path)!r}: {problem}.")
         try:
             return [w.strip() for w in path.read_text(encoding="utf-8").splitlines() if w.strip()]
         except (OSError, UnicodeDecodeError) as exc:
@@ -262,11 +286,16 @@ class Recipe(BaseModel):
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice (PyYAML would silently keep the last)."""
+    """SafeLoader that refuses a key given twice (PyYAML would silently keep the last) and keys that are not
+    plain values (a list or mapping as a key)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a key must be a plain name, not a list or mapping", key_node.start_mark
+                )
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
@@ -327,7 +356,11 @@ _EXPECTED = {
 
 
 def _shown(value: Any) -> str:
-    text = repr(value)
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 3, 4, 4, 60, 60
+    text = short.repr(value)  # bounded: a value may be huge (YAML aliases) or recursive
     return (text[:60] + "…") if len(text) > 60 else text
 
 
@@ -384,19 +417,53 @@ def parse_recipe(data: Any, source: str | Path | None = None) -> Recipe:
     return recipe.check()
 
 
+#: A recipe is a few dozen lines; these bound what a hostile or broken file can make the parser do.
+MAX_RECIPE_BYTES = 16 * 2**20
+MAX_RECIPE_NODES = 100_000
+
+
+def _too_big(data: Any, budget: int = MAX_RECIPE_NODES) -> bool:
+    """Whether ``data`` has more than ``budget`` values, counting a value each time it is reached: YAML aliases
+    can make a small file expand exponentially (a "billion laughs"), or refer to themselves."""
+    stack, seen = [data], 0
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > budget:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set)):
+            stack.extend(item)
+    return False
+
+
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file; every problem is a one-line RecipeError."""
+    problem = file_problem(path)
+    if problem:
+        raise RecipeError(f"cannot read the recipe {str(path)!r}: {problem}.")
     path = Path(path).expanduser()
     if not path.exists():
         raise RecipeError(f"recipe file {path.resolve()} does not exist.")
     if path.is_dir():
         raise RecipeError(f"{path.resolve()} is a folder; give the recipe's .yaml file.")
     try:
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise RecipeError(
+                f"{path} is {path.stat().st_size / 2**20:.0f} MB; a recipe is a short YAML file (data belongs in "
+                "the files it names)."
+            )
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(f"cannot read recipe {path}: {exc}.") from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except RecursionError:
+        raise RecipeError(f"{path}: YAML error: the recipe is nested too deeply to be a recipe.") from None
+    except (ValueError, OverflowError) as exc:  # an integer of thousands of digits, a date in year 0, ...
+        raise RecipeError(f"{path}: YAML error: a value cannot be read ({first_line(exc)}).") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
@@ -405,6 +472,11 @@ def load_recipe(path: str | Path) -> Recipe:
         started = f" ({context} started at line {cmark.line + 1})" if context and cmark is not None else ""
         kind = "YAML error" if isinstance(exc, yaml.constructor.ConstructorError) else "YAML syntax error"
         raise RecipeError(f"{path}: {kind}{at}: {problem}{started}.") from None
+    if _too_big(data):
+        raise RecipeError(
+            f"{path}: the recipe expands to more than {MAX_RECIPE_NODES:,} values (YAML aliases repeating "
+            "themselves?); write the recipe out plainly."
+        )
     return parse_recipe(data, path)
 
 

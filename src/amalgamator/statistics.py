@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .data import Inputs
-from .errors import AmalgamatorError
+from .errors import AmalgamatorError, DataError, first_line
 
 #: the space name of statistics computed on a teacher's (preprocessed) input rather than a feature tap
 INPUT = "input"
@@ -59,22 +59,56 @@ class FeatureStatistics:
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureStatistics:
-        """Read a file written by :meth:`save`; a file that is not one gets an error naming it."""
+        """Read a file written by :meth:`save`; a file that is not one, or whose parts do not fit together
+        (shapes, labels, NaN), gets a :class:`~amalgamator.errors.DataError` naming it. Nothing is unpickled."""
         from safetensors import safe_open
 
         path = Path(path)
+        fix = "recompute it with am.fit_statistics and save it again"
+        from .io import file_problem
+
+        problem = file_problem(path)
+        if problem:
+            raise DataError(f"cannot read the statistics file {str(path)!r}: {problem}.")
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
                 tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
         except Exception as exc:  # safetensors raises several types for a corrupt or foreign file
-            raise AmalgamatorError(
-                f"{path} is not a readable statistics file ({exc}); recompute it with am.fit_statistics."
-            ) from exc
+            raise DataError(f"{path} is not a readable statistics file ({first_line(exc)}); {fix}.") from None
         if meta.get("format") != "amalgamator-statistics-1" or set(tensors) != {"means", "covariance", "counts"}:
-            raise AmalgamatorError(f"{path} is a safetensors file but not teacher statistics from am.fit_statistics.")
-        return cls(meta["space"], json.loads(meta["labels"]), tensors["means"], tensors["covariance"],
-                   tensors["counts"])  # fmt: skip
+            raise DataError(f"{path} is a safetensors file but not teacher statistics from am.fit_statistics.")
+
+        def bad(detail: str) -> DataError:
+            return DataError(f"{path}: the teacher statistics are damaged: {detail}; {fix}.")
+
+        try:
+            labels = json.loads(meta.get("labels", ""))
+        except (ValueError, RecursionError):
+            raise bad("their label list is not valid JSON") from None
+        if not isinstance(labels, list) or not labels or not all(isinstance(v, str) for v in labels):
+            raise bad("their label list is not a list of label names")
+        space = meta.get("space")
+        if not isinstance(space, str) or not space:
+            raise bad("they name no feature space")
+        means, cov, counts = tensors["means"], tensors["covariance"], tensors["counts"]
+        for name, t in tensors.items():
+            if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
+                raise bad(f"{name} has dtype {t.dtype}, not numbers")
+        if means.ndim != 2 or means.shape[0] != len(labels) or means.shape[1] < 1:
+            raise bad(f"means have shape {tuple(means.shape)}, not ({len(labels)} labels, dims)")
+        dims = means.shape[1]
+        if tuple(cov.shape) != (dims, dims):
+            raise bad(f"the covariance has shape {tuple(cov.shape)}, not ({dims}, {dims})")
+        if tuple(counts.shape) != (len(labels),):
+            raise bad(f"counts have shape {tuple(counts.shape)}, not ({len(labels)},)")
+        means, cov, counts = means.double(), cov.double(), counts.double()
+        for name, t in (("means", means), ("covariance", cov), ("counts", counts)):
+            if not torch.isfinite(t).all():
+                raise bad(f"{name} hold NaN or infinite values")
+        if (counts < 0).any():
+            raise bad("counts are negative")
+        return cls(space, labels, means, cov, counts)
 
 
 def default_space(teacher: Any) -> str:

@@ -8,11 +8,16 @@ several methods on one dataset runs each teacher once.
 
 Entries are safetensors files (no pickle) with a JSON sidecar carrying the SHA-256 of the
 file and the identity of what it holds; an entry that fails either check is reported and
-recomputed. Writes are atomic (temporary file + rename).
+recomputed. Each file is published atomically (temporary file, fsync, rename; the sidecar last),
+so a crash at any moment leaves either a valid entry or one that fails its checks, never a wrong
+one read as valid. Processes that need the same teacher's outputs on the same data at once take
+turns through a lock file (``locks/``): one computes, the others then read its entries. A full disk
+is one line naming the folder and the space the entry needs; nothing half-written stays behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -22,12 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
-from . import progress
+from . import durable, faults, progress
 from .data import Inputs
 from .errors import StoreError, TeacherError
-from .io import save_tensors
 from .teachers import Teacher
 
 FORMAT_VERSION = 1
@@ -91,57 +97,93 @@ class TeacherStore:
         d = self.root / key[:2]
         return d / f"{key}.safetensors", d / f"{key}.json"
 
-    def _read(self, teacher: Teacher, inputs: Inputs, piece: str) -> torch.Tensor | None:
+    def _lock_path(self, teacher: Teacher, inputs: Inputs) -> Path:
+        """The lock file guarding the entries of one (teacher, data) pair: one pass computes all its pieces."""
+        pair = hashlib.sha256(f"{teacher.fingerprint()}|{inputs.fingerprint()}".encode()).hexdigest()[:40]
+        return self.root / "locks" / f"{pair}.lock"
+
+    def _read(self, teacher: Teacher, inputs: Inputs, piece: str) -> tuple[torch.Tensor | None, str | None]:
+        """The entry's tensor, or None and why it is not usable (None: there is no entry at all)."""
         key = self.key(teacher, inputs, piece)
         data_path, meta_path = self._paths(key)
-        if not data_path.exists() and not meta_path.exists():
-            return None
-        problem = None
+        has_data, has_meta = data_path.exists(), meta_path.exists()
+        if not has_data and not has_meta:
+            return None, None
+        if not has_meta:
+            return None, "incomplete (its sidecar is missing: an interrupted write)"
+        if not has_data:
+            return None, "incomplete (its data file is missing)"
         try:
             meta = json.loads(meta_path.read_text())
             if meta.get("teacher_fp") != teacher.fingerprint() or meta.get("data_fp") != inputs.fingerprint():
-                problem = "it belongs to another teacher or dataset"
-            elif meta.get("piece") != piece:
-                problem = f"it holds {meta.get('piece')!r}, not {piece!r}"
-            elif _sha256(data_path) != meta.get("sha256"):
-                problem = "checksum mismatch"
-            else:
-                tensor = load_file(str(data_path))["value"]
-                if tensor.shape[0] != len(inputs):
-                    problem = f"it has {tensor.shape[0]} rows, the data has {len(inputs)}"
-                else:
-                    return tensor
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-            problem = f"unreadable ({type(exc).__name__})"
-        progress.warn(f"store entry {key} ({teacher.name}, {piece}) is invalid: {problem}; recomputing it.")
+                return None, "it belongs to another teacher or dataset"
+            if meta.get("piece") != piece:
+                return None, f"it holds {meta.get('piece')!r}, not {piece!r}"
+            if _sha256(data_path) != meta.get("sha256"):
+                return None, "checksum mismatch"
+            tensor = load_file(str(data_path))["value"]
+            if tensor.shape[0] != len(inputs):
+                return None, f"it has {tensor.shape[0]} rows, the data has {len(inputs)}"
+            return tensor, None
+        except (OSError, ValueError, KeyError, AttributeError, json.JSONDecodeError, SafetensorError) as exc:
+            return None, f"unreadable ({type(exc).__name__})"  # a file that is not safetensors is never unpickled
+
+    def _report(self, teacher: Teacher, inputs: Inputs, piece: str, problem: str) -> None:
+        key = self.key(teacher, inputs, piece)
         self.stats.repaired += 1
-        return None
+        if problem.startswith("incomplete"):  # what a killed run leaves: expected, a note is enough
+            progress.note(f"store entry {key} ({teacher.name}, {piece}) is {problem}; recomputing it.")
+        else:
+            progress.warn(f"store entry {key} ({teacher.name}, {piece}) is invalid: {problem}; recomputing it.")
 
     def _write(self, teacher: Teacher, inputs: Inputs, piece: str, value: torch.Tensor) -> None:
+        """Publish one entry: the data file, then the sidecar that vouches for it (each atomically).
+
+        Until the sidecar lands the entry reads as incomplete; a sidecar never points at data it did
+        not checksum. Call it holding the pair's lock."""
         key = self.key(teacher, inputs, piece)
         data_path, meta_path = self._paths(key)
+        data = safetensors_bytes({"value": value.detach().cpu().contiguous()})
+        meta = {
+            "format": FORMAT_VERSION,
+            "teacher": teacher.name,
+            "teacher_fp": teacher.fingerprint(),
+            "data_fp": inputs.fingerprint(),
+            "piece": piece,
+            "shape": list(value.shape),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        meta_bytes = json.dumps(meta, indent=1).encode()
         try:
             data_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = data_path.with_suffix(f".tmp{os.getpid()}")
-            save_tensors({"value": value.contiguous()}, tmp)
-            digest = _sha256(tmp)
-            os.replace(tmp, data_path)
-            meta = {
-                "format": FORMAT_VERSION,
-                "teacher": teacher.name,
-                "teacher_fp": teacher.fingerprint(),
-                "data_fp": inputs.fingerprint(),
-                "piece": piece,
-                "shape": list(value.shape),
-                "sha256": digest,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            }
-            tmp_meta = meta_path.with_suffix(f".tmp{os.getpid()}")
-            tmp_meta.write_text(json.dumps(meta, indent=1))
-            os.replace(tmp_meta, meta_path)
+            durable.remove_leftovers(data_path.parent, key)  # temporary files of a writer that was killed
+            tmp = durable.temporary_name(data_path)
+            try:
+                durable.write_file(tmp, data)
+                faults.point("store-data", tmp)
+                with contextlib.suppress(FileNotFoundError):
+                    meta_path.unlink()  # an old sidecar must never vouch for the new data, even for a moment
+                os.replace(tmp, data_path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise
+            faults.point("store-meta", data_path)
+            durable.publish(meta_path, meta_bytes)
+            faults.point("store-entry", data_path)
         except OSError as exc:
+            if durable.is_full(exc):
+                with contextlib.suppress(OSError):
+                    data_path.unlink()  # the data without its sidecar is useless: give the space back
+                what = f"teacher {teacher.name!r}'s {piece} ({len(value)} rows)"
+                raise StoreError(
+                    f"{durable.space_message(self.root, what, len(data) + len(meta_bytes))}. Free some space "
+                    "(or set AMALGAMATOR_STORE to a folder on another disk), then run again: entries already "
+                    "stored are kept (an interrupted run continues with --resume / resume=True)."
+                ) from None
             raise StoreError(
-                f"cannot write to the teacher-output store at {self.root} ({exc.strerror}); "
+                f"cannot write to the teacher-output store at {self.root} ({exc.strerror or exc}); "
                 "set AMALGAMATOR_STORE to a writable folder."
             ) from None
 
@@ -191,12 +233,15 @@ class TeacherStore:
 
     # Public -------------------------------------------------------------------
     def get(self, teacher: Teacher, inputs: Inputs, pieces: Sequence[str] = (LOGITS,)) -> dict[str, torch.Tensor]:
-        """Each requested piece of ``teacher``'s output on ``inputs``, from disk or computed once."""
+        """Each requested piece of ``teacher``'s output on ``inputs``, from disk or computed once.
+
+        Reading needs no lock (files are replaced atomically). What is missing is computed holding the
+        (teacher, data) pair's lock: a second process that wants the same entries waits, then reads them."""
         result: dict[str, torch.Tensor] = {}
         missing = []
         for piece in pieces:
             self._validate_piece(teacher, piece)
-            got = self._read(teacher, inputs, piece)
+            got, _ = self._read(teacher, inputs, piece)
             if got is None:
                 missing.append(piece)
             else:
@@ -204,6 +249,43 @@ class TeacherStore:
                 result[piece] = got
         if not missing:
             return result
+        with self._locked(teacher, inputs):
+            still = []
+            for piece in missing:  # again under the lock: another process may have just written it
+                got, problem = self._read(teacher, inputs, piece)
+                if got is not None:
+                    self.stats.hits += 1
+                    result[piece] = got
+                    continue
+                if problem is not None:
+                    self._report(teacher, inputs, piece, problem)
+                still.append(piece)
+            if still:
+                self._compute(teacher, inputs, still, result)
+        return {p: result[p] for p in pieces if p in result}
+
+    @contextlib.contextmanager
+    def _locked(self, teacher: Teacher, inputs: Inputs):
+        """Hold the (teacher, data) pair's lock; a note when another process holds it and this one waits."""
+        path = self._lock_path(teacher, inputs)
+
+        def waiting() -> None:
+            progress.note(f"waiting for another process computing teacher {teacher.name!r}'s outputs on this data")
+
+        held = contextlib.ExitStack()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            held.enter_context(durable.lock(path, holder=f"pid {os.getpid()}", on_wait=waiting))
+        except OSError as exc:
+            held.close()
+            raise StoreError(
+                f"cannot write to the teacher-output store at {self.root} ({exc.strerror or exc}); "
+                "set AMALGAMATOR_STORE to a writable folder."
+            ) from None
+        with held:
+            yield
+
+    def _compute(self, teacher: Teacher, inputs: Inputs, missing: list[str], result: dict) -> None:
         t0 = time.perf_counter()
         source = teacher.source(inputs)  # preprocessed once for the logits pass and every MC pass
         self.stats.seconds["teacher"] += time.perf_counter() - t0
@@ -219,7 +301,6 @@ class TeacherStore:
             self._write(teacher, inputs, piece, value)
             result[piece] = value
             self.stats.computed += 1
-        return result
 
     @staticmethod
     def _validate_piece(teacher: Teacher, piece: str) -> None:

@@ -8,6 +8,7 @@ can be reloaded by passing the same (untrained) module to :func:`load_student`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -25,10 +26,10 @@ from safetensors.torch import load_file
 from .data import Batch, Inputs
 from .errors import DataError, MethodError, TeacherError
 from .errors import first_line as _first_line
-from .io import save_tensors
+from .io import file_problem, save_tensors
 from .kinds import get_kind
 from .labels import LabelSpace
-from .models import Featurizer, Identity, build, featurizer_class
+from .models import PRESETS, Featurizer, Identity, build, featurizer_class
 
 FORMAT = 1
 
@@ -302,6 +303,12 @@ def load_student(path: str | Path, backbone: nn.Module | None = None, *, role: s
     ``backbone`` is needed only for students built on a custom module: pass a fresh
     instance of the same architecture and its weights are filled in. ``role="teacher"``
     words errors for a folder loaded as a teacher (:meth:`Teacher.from_pretrained`).
+
+    The folder is untrusted: ``student.json`` is checked field by field, and the architecture it
+    describes is first built on the ``meta`` device (no memory) and compared with the weights' shapes,
+    so a damaged or hostile file (an unknown preset, absurd widths, a label list that does not match
+    the head) is a :class:`~amalgamator.errors.TeacherError` before anything is allocated. Other files
+    in the folder (a ``pytorch_model.bin``, ``*.pt``) are never opened.
     """
     path = Path(path)
     teacher = role == "teacher"
@@ -312,13 +319,16 @@ def load_student(path: str | Path, backbone: nn.Module | None = None, *, role: s
         return TeacherError(f"{where} is corrupt: {detail}; {fix}.")
 
     meta_path, weights_path = path / "student.json", path / "model.safetensors"
-    if not meta_path.exists() or not weights_path.exists():
+    problem = next(filter(None, (file_problem(p) for p in (path, meta_path, weights_path))), None)
+    if problem:
+        raise TeacherError(f"cannot read {where}: {problem}.")
+    if not meta_path.is_file() or not weights_path.is_file():
         if teacher:
-            missing = " and ".join(p.name for p in (meta_path, weights_path) if not p.exists())
+            missing = " and ".join(p.name for p in (meta_path, weights_path) if not p.is_file())
             raise TeacherError(f"{where} is not a complete student folder: {missing} is missing; {fix}.")
         raise TeacherError(f"{str(path)!r} is not a student folder: it needs student.json and model.safetensors.")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if isinstance(meta, dict) and meta.get("kind") == "embedding":
             from .metaembedding import MetaEmbedding
 
@@ -327,8 +337,21 @@ def load_student(path: str | Path, backbone: nn.Module | None = None, *, role: s
                                    f"am.Teacher.from_embeddings(am.load_student({str(path)!r})).")  # fmt: skip
             return MetaEmbedding.load(path, meta)  # type: ignore[return-value]
         labels, arch, feat_meta = meta["labels"], meta["architecture"], meta["featurizer"]
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise corrupt(f"{meta_path.name} cannot be read ({type(exc).__name__}: {exc})") from None
+    except TeacherError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise corrupt(f"{meta_path.name} cannot be read ({_first_line(exc)})") from None
+    if not isinstance(labels, list) or not labels or not all(isinstance(v, str) for v in labels):
+        raise corrupt(f"'labels' in {meta_path.name} is not a list of label names")
+    if not isinstance(arch, dict):
+        raise corrupt(f"'architecture' in {meta_path.name} is not a mapping")
+    if not (isinstance(feat_meta, dict) and isinstance(feat_meta.get("type"), str)
+            and isinstance(feat_meta.get("config"), dict)):  # fmt: skip
+        raise corrupt(f"'featurizer' in {meta_path.name} is not a mapping with a type and a config")
+    if not isinstance(meta.get("kind", "multiclass"), str) or not isinstance(meta.get("method"), (str, type(None))):
+        raise corrupt(f"'kind' or 'method' in {meta_path.name} is not a name")
+    if not isinstance(meta.get("info"), (dict, type(None))):
+        raise corrupt(f"'info' in {meta_path.name} is not a mapping")
     try:
         tensors = load_file(str(weights_path))
     except Exception as exc:
@@ -337,38 +360,76 @@ def load_student(path: str | Path, backbone: nn.Module | None = None, *, role: s
     net_tensors = {k: v for k, v in tensors.items() if not k.startswith(_FEAT_PREFIX)}
     try:
         featurizer = featurizer_class(feat_meta["type"]).from_saved(feat_meta["config"], feat_tensors)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
         raise corrupt(f"its featurizer cannot be rebuilt from {meta_path.name} ({_first_line(exc)})") from None
-    if arch.get("preset"):
-        try:
-            _, bb, _ = build(arch["preset"], None, arch["options"], featurizer)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise corrupt(f"its architecture cannot be rebuilt from {meta_path.name} ({_first_line(exc)})") from None
-    elif backbone is not None:
-        bb = backbone
-    elif teacher:
-        raise TeacherError(
-            f"{where} holds a student built on the custom module {arch.get('class')}, which a path alone cannot "
-            "rebuild; load it with st = am.load_student(path, backbone=MyModule(...)) and pass st.as_teacher(name)."
-        )
-    else:
-        raise TeacherError(
-            f"{str(path)!r} holds a student built on the custom module {arch.get('class')}; "
-            "pass a fresh instance: load_student(path, backbone=MyModule(...))."
-        )
     try:
         kind = get_kind(str(meta.get("kind", "multiclass")))
     except (DataError, MethodError) as exc:
         raise corrupt(str(exc).rstrip(".")) from None
-    if "head" in arch:  # a head its kind rebuilds from the recorded spec (a chain)
-        spec = dict(arch["head"])
-        in_dim, n_out = int(spec.pop("in_dim")), int(spec.pop("n_labels"))
-        net = UnionNet(bb, in_dim, n_out, kind.head(in_dim, n_out, spec))
-    elif "head.weight" not in net_tensors:
-        raise corrupt(f"{weights_path.name} has no head.weight tensor")
-    else:
-        head_w = net_tensors["head.weight"]
-        net = UnionNet(bb, head_w.shape[1], head_w.shape[0])
+
+    def assemble(bb: nn.Module) -> UnionNet:
+        """The backbone with its kind's union head, as ``student.json`` and the weights describe it."""
+        if "head" in arch:  # a head its kind rebuilds from the recorded spec (a chain)
+            spec = dict(arch["head"])
+            in_dim, n_out = int(spec.pop("in_dim")), int(spec.pop("n_labels"))
+            if min(in_dim, n_out) < 1:
+                raise ValueError(f"a head of {in_dim} inputs and {n_out} outputs")
+            net = UnionNet(bb, in_dim, n_out, kind.head(in_dim, n_out, spec))
+        elif "head.weight" not in net_tensors:
+            raise corrupt(f"{weights_path.name} has no head.weight tensor")
+        else:
+            head_w = net_tensors["head.weight"]
+            if head_w.ndim != 2:
+                raise corrupt(f"head.weight in {weights_path.name} has shape {tuple(head_w.shape)}, not 2-D")
+            n_out = int(head_w.shape[0])
+            net = UnionNet(bb, head_w.shape[1], n_out)
+        if n_out != len(labels):
+            raise corrupt(f"{meta_path.name} names {len(labels)} labels but the head has {n_out} outputs")
+        return net
+
+    def rebuild(device: str | None) -> UnionNet:
+        with torch.device(device) if device else contextlib.nullcontext():
+            if arch.get("preset"):
+                _, bb, _ = build(str(arch["preset"]), None, arch.get("options"), featurizer)
+            else:
+                bb = backbone  # type: ignore[assignment]
+            return assemble(bb)
+
+    preset = arch.get("preset")
+    if preset and (not isinstance(preset, str) or preset not in PRESETS):
+        raise corrupt(
+            f"{meta_path.name} names the unknown architecture {preset!r} (saved by another amalgamator version?); "
+            f"known: {', '.join(sorted(PRESETS))}"
+        )
+    if not isinstance(arch.get("options", {}), dict):
+        raise corrupt(f"the architecture options in {meta_path.name} are not a mapping")
+    if not preset and backbone is None:
+        if teacher:
+            raise TeacherError(
+                f"{where} holds a student built on the custom module {arch.get('class')}, which a path alone cannot "
+                "rebuild; load it with st = am.load_student(path, backbone=MyModule(...)) and pass st.as_teacher(name)."
+            )
+        raise TeacherError(
+            f"{str(path)!r} holds a student built on the custom module {arch.get('class')}; "
+            "pass a fresh instance: load_student(path, backbone=MyModule(...))."
+        )
+    # First on the meta device: shapes without memory, so absurd widths in student.json never allocate.
+    try:
+        probe = rebuild("meta")
+    except TeacherError:
+        raise
+    except NotImplementedError:  # a module the meta device cannot build: load_state_dict checks the shapes
+        probe = None
+    except Exception as exc:  # bad options (a MethodError is a ValueError), sizes that overflow (RuntimeError), ...
+        raise corrupt(f"its architecture cannot be rebuilt from {meta_path.name} ({_first_line(exc)})") from None
+    if probe is not None:
+        _check_shapes(probe, net_tensors, arch, corrupt, where, f"{weights_path.name} and {meta_path.name}")
+    try:
+        net = rebuild(None)
+    except TeacherError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, MemoryError) as exc:
+        raise corrupt(f"its architecture cannot be rebuilt from {meta_path.name} ({_first_line(exc)})") from None
     try:
         net.load_state_dict(net_tensors, strict=True)
     except RuntimeError as exc:
@@ -383,5 +444,31 @@ def load_student(path: str | Path, backbone: nn.Module | None = None, *, role: s
     net.eval()
     st = Student(featurizer, net, labels, meta.get("kind", "multiclass"), arch, meta.get("method"), meta.get("info"))
     report = path / "report.md"
-    st.report = report.read_text() if report.exists() else ""
+    try:
+        st.report = report.read_text(encoding="utf-8") if report.is_file() else ""
+    except (OSError, UnicodeDecodeError):
+        st.report = ""
     return st
+
+
+def _check_shapes(probe: nn.Module, tensors: dict[str, torch.Tensor], arch: dict[str, Any], corrupt: Any,
+                  where: str, files: str) -> None:  # fmt: skip
+    """The weights must have exactly the keys and shapes of the architecture (built on the meta device)."""
+    want = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    if want == got:
+        return
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    wrong = sorted(k for k in set(want) & set(got) if want[k] != got[k])
+    if wrong:
+        detail = f"{wrong[0]} is {got[wrong[0]]} in the weights but {want[wrong[0]]} in the architecture"
+    elif missing:
+        detail = f"the weights lack {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+    else:
+        detail = f"the weights hold {extra[0]}, which the architecture has not"
+    if not arch.get("preset"):
+        raise TeacherError(
+            f"the weights in {where} do not fit the module passed as backbone= ({detail}); "
+            f"pass a fresh instance of {arch.get('class')} built with the same options."
+        )
+    raise corrupt(f"{files} do not fit together: {detail}")

@@ -334,8 +334,16 @@ class Teacher:
 
     # Identity --------------------------------------------------------------
     def fingerprint(self) -> str:
-        """SHA-256 over the weights, buffers, labels and kind: the store's key for this teacher."""
-        if self._fp is None:
+        """SHA-256 over the weights, buffers, labels and kind: the store's key for this teacher.
+
+        Cached while the weights stay as they are: changing them in place (``load_state_dict``, an
+        optimiser step, ``param.add_``) bumps their version counters, replacing one changes its
+        identity, and either makes the next call hash the new weights, so a teacher retrained in
+        memory never gets its old outputs from the store."""
+        stamp = self._weights_stamp()
+        if self._fp is None or stamp != getattr(self, "_fp_stamp", None):
+            self._fp = None
+            self._fp_stamp = stamp
             h = hashlib.sha256()
             h.update(json.dumps([type(self.model).__qualname__, self.kind, list(self.labels)]).encode())
             for key, val in sorted(self.model.state_dict().items()):
@@ -346,6 +354,17 @@ class Teacher:
                 h.update(self.preprocess.fingerprint().encode())
             self._fp = h.hexdigest()
         return self._fp
+
+    def _weights_stamp(self) -> tuple:
+        """Which tensors the model holds and how often each was changed in place (cheap: no hashing)."""
+        stamp = []
+        for key, val in self.model.state_dict(keep_vars=True).items():
+            try:
+                version = val._version
+            except RuntimeError:  # an inference-mode tensor keeps no version counter
+                version = -1
+            stamp.append((key, id(val), val.data_ptr(), version))
+        return tuple(stamp)
 
     # Loading ---------------------------------------------------------------
     @classmethod

@@ -43,6 +43,8 @@ _BATCH_LINES = 2048
 _READ_BYTES = 1 << 20
 #: A binary word longer than this means the file is not word2vec binary (or is misaligned).
 _MAX_WORD_BYTES = 10_000
+#: A header promising a table larger than this is checked against the file's size before allocating.
+_PROMISE_BYTES = 1 << 26
 #: Bytes a text vector is made of: a .bin file whose first vector is only these is really text.
 _TEXT_BYTES = b"0123456789.-+eE \t\r\n"
 
@@ -241,6 +243,11 @@ def _file_kind(path: Path) -> tuple[bool, bool]:
 
 
 def _read_path(path: Path, name: str | None, limit: int | None) -> WordVectors:
+    from .io import file_problem
+
+    problem = file_problem(path)
+    if problem:
+        raise DataError(f"cannot read the word-vector file {str(path)!r}: {problem}.")
     if not path.exists():
         raise DataError(f"no such word-vector file: {path}; check the path.")
     if path.is_dir():
@@ -249,7 +256,8 @@ def _read_path(path: Path, name: str | None, limit: int | None) -> WordVectors:
     label = path.name
     try:
         with gzip.open(path, "rb") if gz else open(path, "rb") as f:
-            words, arr = (_read_binary if binary else _read_text)(f, label, limit)
+            size = None if gz else path.stat().st_size  # bounds what a header may promise
+            words, arr = (_read_binary if binary else _read_text)(f, label, limit, size)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(
             f"{label} cannot be read ({first_line(exc)}); check the file is complete (re-download or re-write it)."
@@ -335,7 +343,18 @@ def _is_int(token: str) -> bool:
     return token.isascii() and token.isdigit()
 
 
-def _read_text(f: IO[bytes], label: str, limit: int | None) -> tuple[list[str], np.ndarray]:
+def _check_promise(label: str, count: int, dim: int, want: int, row_bytes: int, size: int | None) -> None:
+    """Refuse a header promising more rows than the file's size can hold, before allocating a large table for
+    them (a small one is allocated and the reader names the line where the file falls short)."""
+    if size is not None and want * dim * 4 > _PROMISE_BYTES and want * row_bytes - 1 > size:
+        raise DataError(
+            f"{label}, line 1: the header promises {count} words of width {dim}, which take at least "
+            f"{want * row_bytes - 1:,} bytes, but the file has {size:,}; the file is truncated (re-download it) "
+            "or the header is wrong."
+        )
+
+
+def _read_text(f: IO[bytes], label: str, limit: int | None, size: int | None = None) -> tuple[list[str], np.ndarray]:
     """word2vec text ("<count> <dim>" header) or GloVe text (no header), parsed in batches of lines."""
     lines = _text_lines(f, label)
     first = next(lines, None)
@@ -363,6 +382,8 @@ def _read_text(f: IO[bytes], label: str, limit: int | None) -> tuple[list[str], 
         width_from = f"as on line {lineno}"
         body = itertools.chain([first], lines)
     want = count if limit is None else (limit if count is None else min(count, limit))
+    if count is not None and want is not None:
+        _check_promise(label, count, dim, want, 2 + 2 * dim, size)  # "w 0 0\n" is the shortest line
     rows = _Rows(dim, want if count is not None else None, label)
     words: list[str] = []
     batch_words: list[str] = []
@@ -492,7 +513,7 @@ def _parse_line(word: str, rest: str, dim: int, label: str, lineno: int, width_f
         raise DataError(f"{where}: the numbers of {word!r} cannot be read as float32.") from None
 
 
-def _read_binary(f: IO[bytes], label: str, limit: int | None) -> tuple[list[str], np.ndarray]:
+def _read_binary(f: IO[bytes], label: str, limit: int | None, size: int | None = None) -> tuple[list[str], np.ndarray]:
     """word2vec binary: "<count> <dim>\\n", then per word its UTF-8 bytes, a space, dim little-endian float32."""
     header = f.readline(256)
     parts = header.split()
@@ -506,6 +527,7 @@ def _read_binary(f: IO[bytes], label: str, limit: int | None) -> tuple[list[str]
         raise DataError(f"{label}, line 1: the header promises {count} words of width {dim}; both must be at least 1.")
     want = count if limit is None else min(count, limit)
     nbytes = 4 * dim
+    _check_promise(label, count, dim, want, 2 + nbytes, size)  # a 1-byte word, a space, the vector
     arr = _Rows(dim, want, label).arr
     words: list[str] = []
     buf, pos, eof = b"", 0, False
@@ -532,7 +554,7 @@ def _read_binary(f: IO[bytes], label: str, limit: int | None) -> tuple[list[str]
                     f"{label}, word {i + 1} ({word[:40]!r}): the file ends mid-vector, {have} of {nbytes} bytes "
                     f"({dim} float32 numbers); the file is truncated: download or write it again."
                 )
-            more = f.read(max(_READ_BYTES, 2 * nbytes))
+            more = f.read(max(_READ_BYTES, min(2 * nbytes, 1 << 28)))  # bounded: a header may lie about dim
             if more:
                 buf, pos = buf[pos:] + more, 0
             else:

@@ -121,7 +121,7 @@ def read_npz(path: Path, warn_unreadable: bool = False) -> dict[str, np.ndarray]
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError) as exc:
         if warn_unreadable:
             from ..progress import warn
 

