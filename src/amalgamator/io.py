@@ -162,10 +162,10 @@ def _labels(values: Any, where: str) -> np.ndarray:
                 f"{where}: the label is blank in {len(blank)} rows (first: row {int(blank[0]) + 1}); give every "
                 "row a label name, or drop those rows."
             )
-        nul = np.flatnonzero(np.char.find(y, "\x00") >= 0)
-        if len(nul):
-            raise DataError(f"{where}: the label in row {int(nul[0]) + 1} ({y[nul[0]]!r}) contains a NUL character; "
-                            "remove it from the label name.")  # fmt: skip
+        nul = next((i for i, v in enumerate(y.tolist()) if "\x00" in v), None)  # (np.char.find sees "" in "\x00")
+        if nul is not None:
+            raise DataError(f"{where}: the label in row {nul + 1} ({y[nul]!r}) contains a NUL character; remove it "
+                            "from the label name.")  # fmt: skip
         return y
     if y.dtype.kind in "iub":
         return y.astype(str)

@@ -379,12 +379,15 @@ def load_student(path: str | Path, backbone: nn.Module | None = None, *, role: s
             raise corrupt(f"{weights_path.name} has no head.weight tensor")
         else:
             head_w = net_tensors["head.weight"]
-            if head_w.ndim != 2:
-                raise corrupt(f"head.weight in {weights_path.name} has shape {tuple(head_w.shape)}, not 2-D")
-            n_out = int(head_w.shape[0])
-            net = UnionNet(bb, head_w.shape[1], n_out)
+            if head_w.ndim != 2 or 0 in head_w.shape:
+                raise corrupt(f"head.weight in {weights_path.name} has shape {tuple(head_w.shape)}, not (labels, dim)")
+            n_out, in_dim = int(head_w.shape[0]), int(head_w.shape[1])
+            net = UnionNet(bb, in_dim, n_out)
         if n_out != len(labels):
             raise corrupt(f"{meta_path.name} names {len(labels)} labels but the head has {n_out} outputs")
+        width = getattr(bb, "out_dim", None)
+        if isinstance(width, int) and width != in_dim:
+            raise corrupt(f"the head reads {in_dim} features but the backbone gives {width}")
         return net
 
     def rebuild(device: str | None) -> UnionNet:
