@@ -1213,8 +1213,10 @@ def test_student_json_with_unknown_architecture_or_shapes_is_refused(tmp_path):
     meta = json.loads((folder / "student.json").read_text())
     for change, match in [
         ({"preset": "transformer9000"}, "unknown architecture 'transformer9000'"),
-        ({"options": {"hidden": [5], "dropout": 0.1, "in_dim": 8}}, "do not fit together: backbone"),
-        ({"options": {"hidden": [10**9], "dropout": 0.1, "in_dim": 8}}, r"\(1000000000,\) in the architecture"),
+        ({"options": {"hidden": [4, 4], "dropout": 0.1, "in_dim": 8}}, "do not fit together: the weights lack"),
+        ({"options": {"hidden": [5], "dropout": 0.1, "in_dim": 8}}, "head reads 4 features but the backbone gives 5"),
+        ({"options": {"hidden": [10**9], "dropout": 0.1, "in_dim": 8}}, "the backbone gives 1000000000"),
+        ({"options": {"hidden": [10**9, 4], "dropout": 0.1, "in_dim": 8}}, r"\(1000000000,\) in the architecture"),
         ({"options": {"hidden": [4], "dropout": 0.1, "in_dim": 10**12}}, "do not fit together"),
     ]:
         (folder / "student.json").write_text(json.dumps({**meta, "architecture": {**meta["architecture"], **change}}))
