@@ -66,6 +66,10 @@ FAST = {"csv": 150, "npz": 150, "parquet": 50, "jsonl": 150, "inputs": 200, "rec
 SLOW = {name: 10 * n for name, n in FAST.items()}
 #: A single input taking longer than this is a hang.
 HANG_SECONDS = 30
+#: Address space one input may add to the process: past it an allocation fails (MemoryError, a test failure unless
+#: the reader turns it into a clear error) instead of the kernel killing the whole run, or a neighbour, when a reader
+#: tries to take the machine's memory (the C unpickler once zeroed a 32 GB memo for a 10-byte stream).
+MEMORY_HEADROOM = 6 << 30
 
 SUMMARY: dict[str, Counter] = defaultdict(Counter)
 
@@ -113,10 +117,30 @@ def _watchdog(seconds: int = HANG_SECONDS):
         signal.signal(signal.SIGALRM, old)
 
 
-def _handled(reader: str, fn, *args: Any, **kwargs: Any) -> Any:
-    """``fn(*args)``'s result, or None after a clear AmalgamatorError; anything else propagates (a crash)."""
+@contextlib.contextmanager
+def _memory_cap(headroom: int = MEMORY_HEADROOM):
+    """Limit the process's address space to what it uses now plus ``headroom`` (RLIMIT_AS), restored after."""
+    import resource
+
+    if not os.path.exists("/proc/self/statm"):  # not Linux: no cap
+        yield
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/statm") as f:
+        used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    cap = used + headroom if hard == resource.RLIM_INFINITY else min(used + headroom, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
     try:
-        with _watchdog():
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _handled(reader: str, fn, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args)``'s result, or None after a clear AmalgamatorError; anything else propagates (a crash). A hang
+    (the watchdog) or an attempt to take more than MEMORY_HEADROOM of memory fails too."""
+    try:
+        with _watchdog(), _memory_cap():
             out = fn(*args, **kwargs)
     except AmalgamatorError as exc:
         msg = str(exc)
@@ -1385,6 +1409,19 @@ def test_hapt_unpickler_fuzz(budget, tmp_path_factory):
         assert not marker.exists()
 
     run()
+
+
+def test_hapt_memo_index_bomb_is_harmless(tmp_path, monkeypatch):
+    """Found by the fuzzer (it got the run OOM-killed): a 10-byte stream whose PUT names memo index 2**31 - 16 made
+    the C unpickler allocate and zero a 32 GB memo array. The allow-list unpickler is the pure-Python one now."""
+    blob = b"\x80\x02}r" + struct.pack("<I", 0x7FFFFFF0) + b"."
+    (tmp_path / "h.pkl.gz").write_bytes(gzip.compress(blob))
+    with _memory_cap(1 << 30), pytest.raises(DataError, match="HAPT pickle layout: no experiments"):
+        hapt.build(tmp_path / "h.pkl.gz")
+    monkeypatch.setattr(hapt, "MAX_PICKLE_BYTES", 1 << 20)  # a gzip bomb (as if 1 GB): refused while inflating
+    (tmp_path / "bomb.pkl.gz").write_bytes(gzip.compress(b"\0" * (3 << 20)))
+    with pytest.raises(DataError, match="inflates past 1 MB"):
+        hapt.build(tmp_path / "bomb.pkl.gz")
 
 
 def test_hapt_pickle_as_pandas_wrote_it_is_read():

@@ -261,10 +261,11 @@ def _npz_array(data: Any, key: str, where: str) -> np.ndarray:
             raise DataError(
                 f"{where}: array {key!r} cannot be read ({first_line(exc)}); write the file again."
             ) from None
+        name = key if key.isidentifier() else "x"  # the hint is code: a key like "\n" would break the line
         raise DataError(
             f"{where}: array {key!r} is an object array, which only pickle could load (refused for safety); "
-            f"save numbers as a float array ({key}=np.asarray({key}, dtype=np.float32)) or texts as a unicode "
-            f"string array ({key}=np.asarray({key}, dtype=str)) when calling np.savez."
+            f"save numbers as a float array ({name}=np.asarray({name}, dtype=np.float32)) or texts as a unicode "
+            f"string array ({name}=np.asarray({name}, dtype=str)) when calling np.savez."
         ) from None
     if not isinstance(arr, np.ndarray):  # a zip member that is not a .npy array: np.load hands back its bytes
         raise DataError(f"{where}: {key!r} is not a numpy array (a foreign file in the archive); save with np.savez.")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import io
 import json
 import os
 import pickle
@@ -151,7 +152,7 @@ ALLOWED: dict[tuple[str, str], object] = {
 }
 
 
-class SafeUnpickler(pickle.Unpickler):
+class SafeUnpickler(pickle._Unpickler):  # the pure-Python unpickler: see below
     """An unpickler that resolves only the globals in :data:`ALLOWED`.
 
     Why: unpickling calls whatever the stream names (``os.system`` included), so the HAPT pickle, which came
@@ -159,6 +160,10 @@ class SafeUnpickler(pickle.Unpickler):
     to ``numpy.ndarray``, ``ndarray``, ``dtype``), ``object`` and ``slice``, and local stand-ins for the pandas
     ``DataFrame``, ``BlockManager``, ``Index``, ``RangeIndex``, ``_new_Index`` and for ``copyreg._reconstructor``
     / ``_codecs.encode``; every other global raises :class:`pickle.UnpicklingError` naming it.
+
+    It is the pure-Python unpickler (as fast here: the file is a few large byte strings): the C one keeps its memo
+    in an array sized by the largest ``PUT`` index, so a 10-byte stream naming index 2**31 makes it allocate and
+    zero 32 GB before any global is even named (found by tests/test_robust_inputs.py); this one keeps a dict.
     """
 
     def find_class(self, module: str, name: str) -> object:
@@ -171,12 +176,24 @@ class SafeUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError("refused persistent id: not on the HAPT allow-list")
 
 
+#: The HAPT pickle inflates to 96 MB; anything past this is not it.
+MAX_PICKLE_BYTES = 1 << 30
+
+
 def safe_load(path: str | Path) -> object:
     """Unpickle a gzip file with :class:`SafeUnpickler` (never the plain unpickler). A stream it refuses (a global
     off the allow-list) or cannot read (torn, foreign, not gzip) is a :class:`DataError` naming the file."""
     try:
+        chunks, size = [], 0
         with gzip.open(path, "rb") as f:
-            return SafeUnpickler(f).load()
+            while chunk := f.read(1 << 22):  # bounded: a gzip bomb inflates to whatever it likes
+                size += len(chunk)
+                if size > MAX_PICKLE_BYTES:
+                    raise DataError(f"{path} inflates past {MAX_PICKLE_BYTES >> 20} MB; the HAPT pickle is ~96 MB.")
+                chunks.append(chunk)
+        return SafeUnpickler(io.BytesIO(b"".join(chunks))).load()
+    except DataError:
+        raise
     except pickle.UnpicklingError as exc:
         if "refused" not in str(exc):  # a torn or foreign stream, not a refused global
             raise DataError(
