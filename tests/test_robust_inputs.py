@@ -966,6 +966,17 @@ def _check_table_ok(table: WordVectors) -> None:
     assert all(isinstance(w, str) and w for w in table.words) and len(set(table.words)) == len(table)
 
 
+def test_word_vector_regressions(tmp_path):
+    """Found by the fuzzer under the memory cap: a gzipped table whose header claims a width of 10**9 made the
+    line-by-line parser allocate a (lines, 10**9) block before it checked a single line's width."""
+    (tmp_path / "v.txt.gz").write_bytes(gzip.compress(b"1 1000000000\nw 1 2\n"))
+    with _memory_cap(2 << 30), pytest.raises(DataError, match="does not fit in memory|expected a word and"):
+        read_word_vectors(tmp_path / "v.txt.gz", limit=1)
+    (tmp_path / "v.txt").write_bytes(b"10000000 100\nw 1 2\n")  # 4 GB promised by a 20-byte file
+    with _memory_cap(1 << 30), pytest.raises(DataError, match="the header promises 10000000 words of width 100"):
+        read_word_vectors(tmp_path / "v.txt")
+
+
 @_budgets("wordvectors-text")
 def test_text_word_vectors_fuzz(budget):
     @_fuzz(budget)

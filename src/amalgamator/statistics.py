@@ -27,6 +27,7 @@ import torch
 
 from .data import Inputs
 from .errors import AmalgamatorError, DataError, first_line
+from .io import file_problem
 
 #: the space name of statistics computed on a teacher's (preprocessed) input rather than a feature tap
 INPUT = "input"
@@ -65,8 +66,6 @@ class FeatureStatistics:
 
         path = Path(path)
         fix = "recompute it with am.fit_statistics and save it again"
-        from .io import file_problem
-
         problem = file_problem(path)
         if problem:
             raise DataError(f"cannot read the statistics file {str(path)!r}: {problem}.")

@@ -425,9 +425,11 @@ def _parse_batch(words: list[str], rests: list[str], dim: int, label: str, first
     """The numbers of a batch of lines: one fast C parse, or line by line to say exactly what is wrong."""
     block = None if "" in words else _fast_parse(rests, dim)
     if block is None or not np.isfinite(block).all():  # re-read line by line: the first problem wins
-        block = np.empty((len(rests), dim), dtype=np.float32)
-        for i, (word, rest) in enumerate(zip(words, rests, strict=True)):
-            block[i] = _parse_line(word, rest, dim, label, first + i, width_from)
+        # each line's width is checked before its numbers are stored, so a header claiming a huge width costs
+        # nothing (a (lines, dim) block allocated up front would take dim × 4 bytes per line first)
+        pairs = enumerate(zip(words, rests, strict=True))
+        lines = [_parse_line(w, r, dim, label, first + i, width_from) for i, (w, r) in pairs]
+        block = np.stack(lines) if lines else np.empty((0, dim), dtype=np.float32)
     ok = np.isfinite(block).all(axis=1)
     if not ok.all():
         i = int(np.argmin(ok))

@@ -290,7 +290,8 @@ def build(path: str | Path) -> dict[str, np.ndarray]:
     for exp_id, (uid, columns) in enumerate(decode(safe_load(path)), start=1):
         _check(set(CHANNELS) | {"label"} <= set(columns), f"experiment {exp_id} lacks a channel or label")
         label = np.asarray(columns["label"])
-        _check(label.dtype.kind in "iuf" and bool(np.all(label == np.round(label))), f"experiment {exp_id}: labels")
+        whole = label.dtype.kind in "iuf" and bool(np.all(label == np.round(label)))
+        _check(whole, f"experiment {exp_id}: its labels are not whole numbers")
         try:
             x, codes = experiment_windows(columns)
         except (ValueError, TypeError, IndexError) as exc:
