@@ -364,6 +364,11 @@ class _SystemPayload(_Payload):
         return (os.system, (f"touch {self.path}",))
 
 
+def _member(key: str) -> str:
+    """An array name zipfile can store (it cuts a name at NUL, and "/" makes a folder)."""
+    return key.replace("/", "_").replace("\x00", "_") or "_"
+
+
 @st.composite
 def npz_files(draw, marker: str) -> tuple[bytes, dict[str, Any]]:
     """A valid archive (numeric or text x; string, integer, float or multi-label y), then 0-3 corruptions."""
@@ -401,11 +406,11 @@ def npz_files(draw, marker: str) -> tuple[bytes, dict[str, Any]]:
     elif how == "zip-raw":  # a zip whose members are not .npy arrays
         with zipfile.ZipFile(buf, "w") as z:
             for key in arrays:
-                z.writestr(f"{key}.npy", draw(st.binary(max_size=64)))
+                z.writestr(f"{_member(key)}.npy", draw(st.binary(max_size=64)))
     elif how == "pickle":
         pickle.dump(_Payload(marker), buf)
     else:
-        getattr(np, how)(buf, **{k.replace("/", "_") or "_": v for k, v in arrays.items()})
+        getattr(np, how)(buf, **{_member(k): v for k, v in arrays.items()})
     data = buf.getvalue()
     if draw(st.integers(0, 5)) == 0:
         data = draw(_mutated(data))
@@ -548,6 +553,21 @@ def parquet_files(draw) -> tuple[bytes, dict[str, Any]]:
         )
     )
     return data, spec
+
+
+def test_parquet_regressions(tmp_path):
+    """Found by the fuzzer: invalid UTF-8 in a string column passed pyarrow's read and failed later, inside pandas,
+    as a raw ArrowException; a repeated column name was pyarrow's 'Multiple matches for FieldRef'."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    labels = pa.array([b"a", b"\xff"], pa.binary()).view(pa.string())  # unvalidated: not UTF-8
+    pq.write_table(pa.Table.from_arrays([pa.array([1.0, 2.0]), labels], names=["f0", "y"]), tmp_path / "u.parquet")
+    with pytest.raises(DataError, match="not a readable parquet file.*UTF8"):
+        load_table(tmp_path / "u.parquet")
+    pq.write_table(pa.Table.from_arrays([pa.array([1.0]), pa.array(["a"])], names=["y", "y"]), tmp_path / "d.parquet")
+    with pytest.raises(DataError, match="the column 'y' appears twice"):
+        load_table(tmp_path / "d.parquet")
 
 
 @_budgets("parquet")

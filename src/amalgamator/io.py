@@ -479,7 +479,7 @@ def _load_csv(path: Path, spec: dict[str, Any], where: str, sep: str) -> tuple[X
 
 
 def _load_parquet(path: Path, spec: dict[str, Any], where: str) -> tuple[X, Y | None]:
-    pd = _pandas(".parquet")
+    _pandas(".parquet")  # the install hint when pandas is missing
     try:
         import pyarrow.parquet as pq
 
@@ -487,7 +487,9 @@ def _load_parquet(path: Path, spec: dict[str, Any], where: str) -> tuple[X, Y | 
         dup = next((c for i, c in enumerate(names) if c in names[:i]), None)
         if dup is not None:
             raise DataError(f"{where}: the column {dup!r} appears twice; give every column a unique name.")
-        df = pd.read_parquet(path)
+        table = pq.read_table(path)
+        table.validate(full=True)  # invalid UTF-8 in a string column would otherwise fail later, inside pandas
+        df = table.to_pandas()
     except ImportError:
         raise DataError("reading .parquet files needs pyarrow: pip install 'amalgamator[tables]'.") from None
     except DataError:
