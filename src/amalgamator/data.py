@@ -68,7 +68,7 @@ def _native_numbers(arr: np.ndarray, what: str) -> np.ndarray:
     return arr
 
 
-def _text_array(arr: np.ndarray, what: str) -> list[str]:
+def text_array(arr: np.ndarray, what: str) -> list[str]:
     """A 1-D (or (n, 1)) array of strings, bytes (UTF-8) or str objects as a list of texts; else a DataError."""
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
@@ -93,7 +93,7 @@ def _object_array(arr: np.ndarray, what: str) -> list[str] | torch.Tensor:
     """An object array: texts when it holds strings, numbers when every element is one; else a DataError."""
     flat = arr.reshape(-1).tolist()
     if flat and all(isinstance(v, (str, bytes)) for v in flat):
-        return _text_array(arr, what)
+        return text_array(arr, what)
     if all(isinstance(v, (int, float, np.number, np.bool_)) for v in flat):
         try:
             return _as_tensor(arr.astype(np.float64), what)
@@ -123,7 +123,7 @@ def _sequence(data: Sequence[Any], what: str) -> list[str] | torch.Tensor:
             "length (pad_sequences) or give a numeric array."
         ) from None
     if arr.dtype.kind in "USO":
-        return _object_array(arr, what) if arr.dtype.kind == "O" else _text_array(arr, what)
+        return _object_array(arr, what) if arr.dtype.kind == "O" else text_array(arr, what)
     return _as_tensor(arr, what)
 
 
@@ -202,7 +202,7 @@ class Inputs:
             if isinstance(arr, np.ndarray) and arr.dtype.kind == "O":
                 self.values = _object_array(arr, what)
             elif isinstance(arr, np.ndarray) and arr.dtype.kind in "US":
-                self.values = _text_array(arr, what)
+                self.values = text_array(arr, what)
             else:
                 self.values = _as_tensor(arr, what)
         elif isinstance(data, Dataset):

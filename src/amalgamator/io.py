@@ -223,20 +223,6 @@ def _numeric(x: np.ndarray, where: str) -> np.ndarray:
     return out
 
 
-def _texts(x: np.ndarray, where: str) -> list[str]:
-    """A 1-D (or (n, 1)) array of strings as a list of texts."""
-    if x.ndim == 2 and x.shape[1] == 1:
-        x = x[:, 0]
-    if x.ndim != 1:
-        raise DataError(f"{where}: the text array has shape {x.shape}; give one string per row (a 1-D array).")
-    if x.dtype.kind == "S":
-        try:
-            return [bytes(v).decode("utf-8") for v in x.tolist()]
-        except UnicodeDecodeError:
-            raise DataError(f"{where}: the text array holds bytes that are not UTF-8; save texts as str.") from None
-    return [str(v) for v in x.tolist()]
-
-
 def _check_rows(x: X, y: Y | None, where: str) -> None:
     if len(x) == 0:
         raise DataError(f"{where} holds no rows.")
@@ -306,7 +292,9 @@ def _load_npz(path: Path, spec: dict[str, Any], where: str) -> tuple[X, Y | None
                 raise DataError(f"{where}: x is a scalar; give one row per example.")
             x = _numeric(x, where)
             if x.dtype.kind in "US":
-                x = _texts(x, where)
+                from .data import text_array  # the one text check, shared with Inputs
+
+                x = text_array(x, f"{where}: the text array")
         label_key = spec.get("label_column")
         if label_key is None:
             label_key = next((k for k in DEFAULT_LABELS if k in data.files), None)
@@ -426,7 +414,9 @@ def _from_frame(df: Any, spec: dict[str, Any], where: str, first_row: int = 1) -
                 f"{where}: text column {text!r} holds a {type(values[bad]).__name__} in row {first_row + bad}; "
                 "a text column holds strings."
             )
-        return _texts(np.asarray(values, dtype=object), where), y
+        from .data import text_array
+
+        return text_array(np.asarray(values, dtype=object), f"{where}: text column {text!r}"), y
     feats = wanted or [c for c in columns if c != label]
     if not feats:
         raise DataError(f"{where} has no feature columns besides the label {label!r}.")
