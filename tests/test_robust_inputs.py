@@ -1663,3 +1663,13 @@ def test_hapt_allow_list_never_unpickles(tmp_path, plant, style, monkeypatch):
     with pytest.raises(DataError, match="refused to unpickle"):
         hapt.load_hapt()
     assert not plant.marker.exists()
+
+
+@pytest.mark.parametrize("path", ["x" * 5000, "a\x00b", "/dev/zero"], ids=["too-long", "nul", "device"])
+def test_folder_loaders_name_an_unusable_path(path):
+    """A path the system refuses (too long, a NUL, a device) is named in one line by every folder loader,
+    never an OSError from deep inside pathlib."""
+    for load in (load_student, am.Teacher.from_pretrained):
+        with pytest.raises(TeacherError, match=r"cannot (load a teacher from|read student folder)") as err:
+            load(path)
+        assert "\n" not in str(err.value) and len(str(err.value)) < 400

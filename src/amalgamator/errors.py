@@ -44,6 +44,15 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg[0] if msg else ''}"[:300]
 
 
+def shown_path(path: object, limit: int = 160) -> str:
+    """``repr`` of a path for a message; one the system refused as too long is cut in the middle, so the
+    message stays one readable line."""
+    text = str(path)
+    if len(text) > limit:
+        text = f"{text[: limit // 2]}...{text[-limit // 2 :]}"
+    return repr(text)
+
+
 def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
     """Return ' Did you mean: a, b?' for the closest choices, or '' when nothing is close."""
     close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)

@@ -24,7 +24,7 @@ import torch.nn as nn
 from safetensors.torch import load_file
 
 from .data import Batch, Inputs
-from .errors import DataError, MethodError, TeacherError
+from .errors import DataError, MethodError, TeacherError, shown_path
 from .errors import first_line as _first_line
 from .io import file_problem, save_tensors
 from .kinds import get_kind
@@ -312,7 +312,8 @@ def load_student(path: str | Path, backbone: nn.Module | None = None, *, role: s
     """
     path = Path(path)
     teacher = role == "teacher"
-    where = f"teacher folder {str(path)!r}" if teacher else f"student folder {str(path)!r}"
+    shown = shown_path(path)
+    where = f"teacher folder {shown}" if teacher else f"student folder {shown}"
     fix = "re-save or re-export that teacher" if teacher else "re-save the student"
 
     def corrupt(detail: str) -> TeacherError:

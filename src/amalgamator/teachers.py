@@ -22,6 +22,7 @@ import torch.nn as nn
 from .data import Batch, Inputs
 from .errors import TeacherError
 from .errors import first_line as _first_line
+from .errors import shown_path as _shown_path
 from .kinds import KIND_NAMES, get_kind
 from .labels import LabelSpace
 
@@ -387,6 +388,11 @@ class Teacher:
         (``multi_label_classification`` → multilabel) and its tokenizer from the same folder (needs the
         ``text`` extra). ``kind`` states the kind; a folder that records another is refused.
         """
+        from .io import file_problem
+
+        problem = file_problem(path)
+        if problem is not None:
+            raise TeacherError(f"cannot load a teacher from {_shown_path(path)}: {problem}.")
         path = Path(path)
         if path.is_file():
             raise TeacherError(
