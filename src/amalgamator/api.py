@@ -10,7 +10,7 @@ import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import torch.nn as nn
 from . import durable
 from . import progress as _progress
 from .data import Inputs
-from .engine import History, TrainConfig, fit
+from .engine import History, TrainConfig, fit, process_state, train_identity
 from .errors import DataError, MethodError, TeacherError
 from .kinds import multilabel_targets, teacher_kinds
 from .labels import LabelSpace
@@ -30,7 +30,8 @@ from .methods.base import epochs_for
 from .methods.reference import EnsemblePredictor
 from .metrics import evaluate
 from .models import check_student_options
-from .store import StoreStats, TeacherStore
+from .rows import FeatureView
+from .store import Ranks, StoreStats, TeacherStore
 from .student import Student
 from .teachers import Teacher
 
@@ -83,7 +84,8 @@ def default_threads() -> int:
     with one thread, 46.4 s with two; idle: 11.4 s and 11.0 s).
     """
     n = env_count(THREADS_ENV, "1")
-    return n if n is not None else max(1, min(8, usable_cores() // 2))
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)  # processes on this machine (torchrun sets it)
+    return n if n is not None else max(1, min(8, usable_cores() // 2 // max(1, local)))
 
 
 def usable_cores() -> int:
@@ -153,7 +155,7 @@ def run_settings(
     content, the labels, the method and its options, the student and its options, and the
     training options (not progress, threads or how many checkpoints are kept).
     """
-    train = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "keep_checkpoints")}
+    train = train_identity(cfg)
     return {
         "teachers": [{"name": t.name, "weights": t.fingerprint()[:24], "features": list(t.features)} for t in teachers],
         "data": [p.fingerprint()[:24] for p in parts],
@@ -217,9 +219,7 @@ def out_lock(out: Path | None) -> Iterator[None]:
     is refused with the holder's pid instead of interleaving checkpoints. The system releases the lock
     when its process ends, however it ends, so a killed run never blocks the next one. Only the main
     process of a distributed run takes it. ``None`` (no out folder): nothing to hold."""
-    from accelerate import PartialState
-
-    if out is None or not PartialState().is_main_process:
+    if out is None or not process_state().is_main_process:
         yield
         return
     _writable_folder(out)
@@ -241,10 +241,8 @@ def prepare_out(out: Path, settings: dict[str, Any], resume: bool, overwrite: bo
     that holds another run's checkpoints is refused unless ``overwrite``, and a fresh run over the
     same settings clears the old checkpoints first, so epochs of two runs can never mix.
     """
-    from accelerate import PartialState
-
     _writable_folder(out)
-    state = PartialState()
+    state = process_state()
     run_file = out / RUN_FILE
     try:
         old = json.loads(run_file.read_text()) if run_file.exists() else None
@@ -286,7 +284,10 @@ def prepare_out(out: Path, settings: dict[str, Any], resume: bool, overwrite: bo
 
 
 def _probe(teachers: Sequence[Teacher], parts: Sequence[Inputs]) -> None:
-    """Run every teacher on two rows of each input part: shape and width errors surface at once."""
+    """Run every teacher on two rows of each input part: shape and width errors surface at once. In a
+    multi-process run the main process probes (the launcher stops the others when it fails)."""
+    if not process_state().is_main_process:
+        return
     for t in teachers:
         for part in parts:
             t.run(part.take(slice(0, 2)))
@@ -333,12 +334,14 @@ def amalgamate(
     keep_checkpoints: int = 3,
     threads: int | None = None,
     progress: bool | None = None,
+    mixed_precision: str = "no",
 ) -> Result:
     """Train one student over the union of the teachers' labels.
 
     Args:
         teachers: frozen experts, each with its own label names.
-        data: unlabeled examples (numpy array, tensor, torch Dataset, or list of str).
+        data: unlabeled examples (numpy array, tensor, torch Dataset, or list of str), or the path of a ``.npy``
+            file (``np.save``): a float32 pool on disk is read as it is used, so memory stays flat in its size.
         method: a registered name (``amalgamator methods`` lists them), or a Method instance; the
             default ``"auto"`` picks one from the labels given and the routing diagnosis, and says why.
         student: a preset (``"mlp"``, ``"cnn"``, ``"text"``, ``"lstm"``, ``"cnn1d"``) or an ``nn.Module``
@@ -357,13 +360,19 @@ def amalgamate(
         threads: torch intra-op threads for this call (default: ``$AMALGAMATOR_THREADS``, else one
             per two cores); torch's own setting is restored afterwards.
         progress: show progress bars (default: on a terminal unless AMALGAMATOR_QUIET=1).
+        mixed_precision: ``"bf16"`` or ``"fp16"`` (GPU only) runs the student's forward under autocast through
+            Accelerate; losses stay in float32. Default ``"no"``.
+
+    Several processes (``amalgamator run --processes N``, ``torchrun`` or ``accelerate launch`` running a
+    script that calls this): each process runs the teachers over its share of the rows once, and the student
+    trains with DDP; the result is returned in every process and saved by the first.
     """
     check_budget(epochs, steps)
     with torch_threads(threads):
         return _amalgamate(
             teachers, data, method, student, labeled, out,
             TrainConfig(epochs=epochs or 10, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                        progress=progress, keep_checkpoints=keep_checkpoints),
+                        progress=progress, keep_checkpoints=keep_checkpoints, mixed_precision=mixed_precision),
             method_options, student_options, store, resume, overwrite, steps,
         )  # fmt: skip
 
@@ -471,7 +480,8 @@ def _amalgamate(
         inputs = parts[0] if len(parts) == 1 else Inputs.concat(parts)
         set_seed(cfg.seed)
         st = Student.create(student, inputs, list(union), kind, student_options)
-        x = st.featurizer.transform(inputs)
+        x = FeatureView(inputs, st.featurizer) if inputs.mapped else st.featurizer.transform(inputs)  # a pool on
+        # disk is featurized a batch at a time, as the engine asks for it: memory stays flat in the pool's size
         ctx = Context(
             teachers=teachers, union=union, outputs=outputs, inputs=inputs, y=y, student=st, features=x, config=cfg
         )
@@ -487,7 +497,6 @@ def _amalgamate_embeddings(
     """The flow for word-embedding teachers: the target vocabulary (``data``: a list of words, or None for
     the union of the sources'), each source's rows, the method (which trains through the engine when it
     learns), and a saved :class:`~amalgamator.metaembedding.MetaEmbedding`."""
-    from accelerate import PartialState
     from accelerate.utils import set_seed
 
     from .metaembedding import EmbeddingContext, MetaEmbedding, target_vocabulary
@@ -504,7 +513,7 @@ def _amalgamate_embeddings(
     if resume and out_path is None:
         raise DataError("resume needs out: the folder whose checkpoints to continue from.")
     if out_path is not None:
-        train_opts = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "keep_checkpoints")}
+        train_opts = train_identity(cfg)
         settings = {"teachers": [{"name": t.name, "weights": t.fingerprint()[:24]} for t in teachers],
                     "data": _digest("\n".join(words).encode()),
                     "method": {"name": method_obj.name,
@@ -533,7 +542,7 @@ def _amalgamate_embeddings(
     from .report import embedding_report
 
     student.report = embedding_report(result, teachers)
-    if out_path is not None and PartialState().is_main_process:
+    if out_path is not None and process_state().is_main_process:
         student.save(out_path / "student")
         (out_path / "report.md").write_text(student.report)
     return result
@@ -570,12 +579,24 @@ def _fill_store(
 ) -> tuple[TeacherStore, list[dict[str, torch.Tensor]]]:
     """Step 2: every teacher's outputs on every row, run once and kept on disk."""
     store_obj = store if isinstance(store, TeacherStore) else TeacherStore(store, progress=cfg.progress)
+    device = process_state().device
+    if store_obj.device is None and device.type != "cpu":  # teachers run on this process's GPU, then leave it
+        store_obj.device = device
+    ranks = store_ranks()
     outputs = []
     for t in teachers:
         pieces = method_obj.pieces(t)
-        got = [store_obj.get(t, part, pieces) for part in parts]
+        got = [store_obj.get(t, part, pieces, ranks=ranks) for part in parts]
         outputs.append({p: torch.cat([g[p] for g in got]) for p in pieces})
     return store_obj, outputs
+
+
+def store_ranks() -> Ranks | None:
+    """In a multi-process run, this process's share of every teacher pass (None in one process)."""
+    state = process_state()
+    if state.num_processes == 1:
+        return None
+    return Ranks(state.process_index, state.num_processes, state.wait_for_everyone)
 
 
 def _trainer(
@@ -612,8 +633,6 @@ def _finish(
     t_start: float,
 ) -> Result:  # fmt: skip
     """Step 6: record how the student was made, write its report, save it."""
-    from accelerate import PartialState
-
     labeled = (y >= 0) if y.ndim == 1 else (y >= 0).all(1)
     st.method = method
     st.info = {
@@ -639,7 +658,7 @@ def _finish(
     from .report import student_report
 
     st.report = student_report(result, teachers)
-    if out_path is not None and PartialState().is_main_process:
+    if out_path is not None and process_state().is_main_process:
         st.save(out_path / "student")
         (out_path / "report.md").write_text(st.report)
     if store_obj.stats.repaired:

@@ -155,24 +155,99 @@ def run(
     threads: Threads = None,
     verbose: Verbose = False,
     quiet: Quiet = False,
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Processes to run in (DDP through torchrun: each runs the teachers over its share of the "
+            "rows, then trains on its share of each batch). One per GPU; on CPU, gloo.",
+        ),
+    ] = 1,
+    mixed_precision: Annotated[
+        str | None,
+        typer.Option(help="no, bf16 or fp16 (fp16 needs a GPU): the student's forward under autocast."),
+    ] = None,
 ) -> None:
     """Train a student as RECIPE says; writes OUT/student, OUT/report.md and checkpoints."""
     from .recipe import load_recipe
     from .recipe import run as run_recipe
 
     _verbosity(verbose, quiet, threads)
-    rec = load_recipe(recipe)
+    if mixed_precision is not None and mixed_precision not in ("no", "bf16", "fp16"):
+        raise typer.BadParameter(f"--mixed-precision must be no, bf16 or fp16, not {mixed_precision!r}.")
+    rec = load_recipe(recipe)  # a bad recipe fails here, once, before any process starts
     out_dir = rec.out_dir(out)
+    if processes > 1 and not _launched():
+        forwarded = _run_options(out, resume, overwrite, epochs, steps, threads, verbose, quiet, mixed_precision)
+        raise typer.Exit(_launch(processes, ["run", str(recipe), *forwarded]))
     try:
-        result, metrics = run_recipe(rec, out=out_dir, resume=resume, overwrite=overwrite, epochs=epochs, steps=steps)
+        result, metrics = run_recipe(rec, out=out_dir, resume=resume, overwrite=overwrite, epochs=epochs, steps=steps,
+                                     mixed_precision=mixed_precision)  # fmt: skip
     except KeyboardInterrupt:
         again = f"run {recipe}" + (f" --out {out}" if out is not None else "")
         raise _interrupted(out_dir, again) from None
+    if not _first_process():
+        return
     _out().print(summary_table(result, metrics))
     if result.history is not None:
         _out().print(f"student → {out_dir / 'student'}\nreport  → {out_dir / 'report.md'}", soft_wrap=True)
     else:
         _out().print(f"{result.method} trains nothing: no student was written.", soft_wrap=True)
+
+
+def _launched() -> bool:
+    """Inside a process that torchrun or accelerate launch started (they set WORLD_SIZE)."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+
+
+def _first_process() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
+def _run_options(out, resume, overwrite, epochs, steps, threads, verbose, quiet, mixed_precision) -> list[str]:
+    """The command-line options of ``run`` as each launched process must receive them."""
+    args = [f"--out={out}"] if out is not None else []
+    flags = {"--resume": resume, "--overwrite": overwrite, "--verbose": verbose, "--quiet": quiet}
+    args += [flag for flag, on in flags.items() if on]
+    values = {"--epochs": epochs, "--steps": steps, "--threads": threads, "--mixed-precision": mixed_precision}
+    return args + [f"{name}={value}" for name, value in values.items() if value is not None]
+
+
+def _launch(processes: int, args: list[str]) -> int:
+    """Run ``amalgamator ARGS`` in ``processes`` processes on this machine through torchrun (PyTorch's own
+    launcher; ``--standalone`` picks a free port); its exit code. The processes' output is their own; the
+    launcher's summary of a failed process is shortened to one line."""
+    import subprocess
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+               "-m", "amalgamator", *args]  # fmt: skip
+    _out().print(f"launching {processes} processes: torchrun --standalone --nproc_per_node={processes} "
+                 f"-m amalgamator {' '.join(args)}", soft_wrap=True, markup=False, highlight=False)  # fmt: skip
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, errors="replace") as launched:
+        assert launched.stderr is not None
+        said: set[str] = set()
+        for line in launched.stderr:  # live: each epoch's line as it comes
+            if _launcher_noise(line) or (line.startswith("error:") and line in said):  # each process's same error
+                continue
+            said.add(line)
+            sys.stderr.write(line)
+            sys.stderr.flush()
+    return launched.returncode
+
+
+def _launcher_noise(line: str) -> bool:
+    """torchrun's own lines (its banner, and its traceback and summary when a process fails, which would bury
+    the process's one-line error)."""
+    text = line.strip()
+    return (not text or set(text) <= set("*=-") or text.startswith(("Setting OMP_NUM_THREADS", "Traceback", "File "))
+            or line.startswith(("  ", "torch.distributed", "[")) or "elastic" in line or "ChildFailedError" in line
+            or text.endswith(" FAILED")
+            or text.startswith(("time ", "host ", "rank ", "exitcode", "error_file", "traceback", "Failures:",
+                                "Root Cause", "<NO_OTHER_FAILURES>", "raise ", "return ", "sys.exit(")))  # fmt: skip
 
 
 @app.command()

@@ -7,8 +7,12 @@ keys the teacher-output store.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import mmap
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import DataError, first_line
+from .rows import CHUNK_BYTES, hash_bytes
 
 Batch = torch.Tensor | list[str]
 
@@ -194,9 +199,16 @@ class Inputs:
     def __init__(self, data: Any, what: str = "data"):
         fingerprint = None
         self.what = what  # how error messages name this part ("data", "labeled x", "test x")
+        self._file: RowFile | None = None  # the file of a pool read from disk (see ``mapped``)
         if isinstance(data, Inputs):
             self.values: torch.Tensor | list[str] = data.values
+            self._file = data._file
             fingerprint = data._fp  # same content: keep its hash
+        elif isinstance(data, Path) or (isinstance(data, str) and data.lower().endswith(".npy")):
+            self.values, self._file = _open_npy(Path(data), what)
+        elif isinstance(data, np.memmap) and data.filename and isinstance(data.base, mmap.mmap) and _mappable(data):
+            # a whole mapped file (np.load(mmap_mode=...), np.memmap); a slice of one is copied like any array
+            self.values, self._file = _file_rows(data, what)
         elif isinstance(data, (np.ndarray, torch.Tensor)):
             arr = data
             if isinstance(arr, np.ndarray) and arr.dtype.kind == "O":
@@ -213,11 +225,16 @@ class Inputs:
         else:
             raise DataError(
                 f"{what} has type {type(data).__name__}; give a numpy array, a torch tensor, "
-                "a torch Dataset, or a list of strings."
+                "a torch Dataset, a list of strings, or the path of a .npy file."
             )
         if len(self.values) == 0:
             raise DataError(f"{what} is empty: give at least one example.")
         self._fp: str | None = fingerprint
+
+    @property
+    def mapped(self) -> bool:
+        """Rows read from a file as they are used (a ``.npy`` pool): never held in memory whole."""
+        return self._file is not None
 
     @property
     def is_text(self) -> bool:
@@ -236,9 +253,19 @@ class Inputs:
             if isinstance(idx, slice):
                 return self.values[idx]  # type: ignore[return-value]
             return [self.values[int(i)] for i in idx]  # type: ignore[index]
+        if self._file is not None:  # read from the file, never through its mapping (see RowFile)
+            return self._file.take(idx, len(self))
         if isinstance(idx, slice):
             return self.values[idx]  # type: ignore[index]
         return self.values[torch.as_tensor(np.asarray(idx), dtype=torch.long)]  # type: ignore[index]
+
+    def part(self, start: int, stop: int) -> Inputs:
+        """Rows ``start`` to ``stop`` as Inputs of their own (one rank's share of a teacher pass): a view, not a
+        copy, already checked as part of this data, with its own fingerprint."""
+        sub = Inputs.__new__(Inputs)
+        sub.what, sub.values, sub._fp = f"{self.what} rows {start}-{stop}", self.values[start:stop], None
+        sub._file = self._file.part(start, stop) if self._file is not None else None
+        return sub
 
     def batches(self, batch_size: int):
         for start in range(0, len(self), batch_size):
@@ -256,7 +283,8 @@ class Inputs:
             else:
                 t: torch.Tensor = self.values  # type: ignore[assignment]
                 h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-                h.update(t.numpy().tobytes())
+                for start, stop in _row_chunks(t):  # in chunks: no copy of the whole pool
+                    hash_bytes(h, self.take(slice(start, stop)) if self._file is not None else t[start:stop])
             self._fp = h.hexdigest()
         return self._fp
 
@@ -277,6 +305,124 @@ class Inputs:
         if len(shapes) > 1:
             raise DataError(f"labeled and unlabeled data have different row shapes {sorted(shapes)}; make them match.")
         return Inputs(torch.cat([p.values for p in parts]))  # type: ignore[misc]
+
+
+#: rows checked for NaN at a time in a pool on disk
+CHECK_BYTES = 16 << 20
+
+
+class RowFile:
+    """The rows of a ``.npy`` file read with ``pread``, for a pool too large to hold in memory.
+
+    ``Inputs.values`` still maps the file (code that indexes it directly keeps working), but the library reads
+    rows through here: pages that a mapping faults in count in the process's resident memory, and on file
+    systems with large page-cache folios (ext4 on recent kernels) one scattered row maps a whole 2 MB folio, so
+    a single random batch would map the pool whole. Read this way, memory stays flat in the pool's size;
+    scattered rows cost a system call each (~1 µs)."""
+
+    def __init__(self, path: Path, offset: int, dtype: np.dtype, shape: tuple[int, ...], first: int = 0):
+        self.path, self.offset, self.dtype, self.shape, self.first = path, offset, np.dtype(dtype), shape, first
+        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self._fd: int | None = None
+
+    def __del__(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+
+    def _handle(self) -> int:
+        if self._fd is None:  # opened on first use, in the process that reads (a forked worker gets its own)
+            self._fd = os.open(self.path, os.O_RDONLY)
+        return self._fd
+
+    def part(self, start: int, stop: int) -> RowFile:
+        return RowFile(self.path, self.offset, self.dtype, (stop - start, *self.shape[1:]), self.first + start)
+
+    def _fill(self, out: np.ndarray, row: int) -> None:
+        """Read rows from ``row`` on into ``out`` (contiguous)."""
+        view, fd, at = memoryview(out).cast("B"), self._handle(), self.offset + (self.first + row) * self.row_bytes
+        done = 0
+        while done < len(view):
+            got = os.preadv(fd, [view[done:]], at + done)
+            if got <= 0:
+                raise DataError(f"{self.path} ended early: it was changed or truncated while in use.")
+            done += got
+
+    def take(self, idx: Any, n: int) -> torch.Tensor:
+        """Rows at ``idx`` (a slice, or indices) as a new tensor."""
+        if isinstance(idx, slice):
+            start, stop, step = idx.indices(n)
+            if step == 1:
+                out = np.empty((max(0, stop - start), *self.shape[1:]), dtype=self.dtype)
+                if len(out):
+                    self._fill(out, start)
+                return torch.from_numpy(out)
+            idx = np.arange(start, stop, step)
+        rows = np.asarray(idx.numpy() if isinstance(idx, torch.Tensor) else idx, dtype=np.int64).reshape(-1)
+        rows = np.where(rows < 0, rows + n, rows)
+        if len(rows) and (rows.min() < 0 or rows.max() >= n):
+            raise IndexError(f"row index out of range for {n} rows")
+        out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
+        for j, row in enumerate(rows.tolist()):
+            self._fill(out[j : j + 1], row)
+        return torch.from_numpy(out)
+
+
+def _row_chunks(t: torch.Tensor, size: int = CHUNK_BYTES) -> list[tuple[int, int]]:
+    """Row ranges of about ``size`` bytes each."""
+    per_row = max(1, t[0].numel() * t.element_size()) if len(t) else 1
+    step = max(1, size // per_row)
+    return [(i, min(len(t), i + step)) for i in range(0, len(t), step)]
+
+
+def _mappable(arr: np.ndarray) -> bool:
+    """A mapped array whose rows torch can read in place: native float32 or int64, C order."""
+    return arr.dtype in (np.float32, np.int64) and arr.dtype.isnative and arr.flags.c_contiguous and arr.ndim >= 2
+
+
+def _open_npy(path: Path, what: str) -> tuple[torch.Tensor, RowFile | None]:
+    """A ``.npy`` pool read from its file as it is used, or read whole when its dtype needs converting. No
+    pickle: object arrays are refused."""
+    from .io import file_problem
+
+    problem = file_problem(path)
+    if problem:
+        raise DataError(f"cannot use {what} {str(path)!r}: {problem}.")
+    if path.suffix.lower() != ".npy":
+        raise DataError(
+            f"{what} {str(path)!r} is not a .npy file; a pool on disk is a .npy array (np.save), or load other "
+            "files first (amalgamator's recipes read .npz, .csv, .parquet and .jsonl)."
+        )
+    try:
+        arr = np.load(path, mmap_mode="c", allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{what} file {str(path)!r} does not exist.") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{what} file {str(path)!r} is not a readable .npy array ({first_line(exc)}).") from None
+    if isinstance(arr, np.memmap) and _mappable(arr):
+        return _file_rows(arr, what)
+    return _as_tensor(np.asarray(arr), what), None  # another dtype or layout: converted in memory
+
+
+def _file_rows(arr: np.memmap, what: str) -> tuple[torch.Tensor, RowFile]:
+    """A tensor over a mapped array (no copy) and the RowFile the library reads its rows through, after a check
+    of every row in chunks."""
+    if not arr.flags.writeable:  # torch warns on read-only memory: map it again copy-on-write (never written)
+        arr = np.memmap(arr.filename, dtype=arr.dtype, mode="c", shape=arr.shape, offset=arr.offset)
+    t = torch.from_numpy(arr)
+    if len(t) == 0:
+        raise DataError(f"{what} is empty: give at least one example.")
+    if 0 in t.shape[1:]:
+        raise DataError(f"{what} has rows of shape {tuple(t.shape[1:])}, which hold no values; give at least one.")
+    rows = RowFile(Path(arr.filename), int(arr.offset), arr.dtype, tuple(arr.shape))
+    if t.is_floating_point():
+        for start, stop in _row_chunks(t, CHECK_BYTES):
+            chunk = rows.take(slice(start, stop), len(t))
+            finite = torch.isfinite(chunk).reshape(len(chunk), -1).all(1)
+            if not finite.all():
+                bad = start + int((~finite).nonzero()[0, 0])
+                raise DataError(f"{what} holds NaN or infinite values (first in row {bad}); clean or drop them first.")
+    return t, rows
 
 
 def _pad_to_common_length(parts: Sequence[torch.Tensor]) -> torch.Tensor:

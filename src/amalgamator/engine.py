@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import DataLoaderConfiguration, DistributedType, set_seed
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_bytes
@@ -42,7 +42,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import durable, faults, progress
 from .errors import AmalgamatorError
+from .errors import first_line as _first_line
 from .methods.base import Method, StudentOutput, tap_outputs
+from .rows import hash_bytes, rows_fingerprint
+
+PRECISIONS = ("no", "bf16", "fp16")
+RANK_SEED_STRIDE = 1_000_003  # a process's dropout seed: seed + epoch + stride × rank (rank 0: as one process)
+FP16_ON_CPU = "mixed precision 'fp16' needs a GPU and this run is on the CPU; use 'bf16' (CPU autocast) or 'no'."
 
 #: fewer optimiser steps than this warn (20 epochs of a 176-row pool make 40); the warning suggests ENOUGH_STEPS
 FEW_STEPS, ENOUGH_STEPS = 200, 300
@@ -61,6 +67,7 @@ class TrainConfig:
     grad_clip: float | None = 5.0
     progress: bool | None = None
     keep_checkpoints: int = 3  # the latest epochs kept on disk; resume needs only the last
+    mixed_precision: str = "no"  # "bf16" or "fp16": the student's forward under autocast (Accelerate)
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "seed", "keep_checkpoints"):
@@ -79,6 +86,12 @@ class TrainConfig:
             raise AmalgamatorError(f"lr must be positive, got {self.lr}.")
         if self.weight_decay < 0:
             raise AmalgamatorError(f"weight_decay must be at least 0, got {self.weight_decay}.")
+        if self.mixed_precision not in PRECISIONS:
+            raise AmalgamatorError(
+                f"mixed_precision must be one of {', '.join(PRECISIONS)}, got {self.mixed_precision!r}."
+            )
+        if self.mixed_precision == "fp16" and not torch.cuda.is_available():  # checked before any teacher runs
+            raise AmalgamatorError(FP16_ON_CPU)
         if self.keep_checkpoints < 1:
             raise AmalgamatorError(
                 f"keep_checkpoints must be at least 1 (resume needs the last), got {self.keep_checkpoints}."
@@ -153,14 +166,31 @@ def _fingerprint(
     the method, the network's structure, and the whole content of the inputs, targets and rows (the
     targets carry the teachers: a teacher retrained in place changes them)."""
     h = hashlib.sha256()
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("progress", "keep_checkpoints")}
+    settings = train_identity(cfg)
     h.update(json.dumps([settings, method.name, method.options], sort_keys=True, default=str).encode())
     h.update(json.dumps([[k, list(v.shape)] for k, v in network.state_dict().items()]).encode())
     for name, tensor in [("x", x), *sorted(targets.items())]:
-        h.update(f"{name}{tensor.dtype}{tuple(tensor.shape)}".encode())
-        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        if isinstance(tensor, torch.Tensor):
+            h.update(f"{name}{tensor.dtype}{tuple(tensor.shape)}".encode())
+            hash_bytes(h, tensor)
+        else:  # a row view (a pool on disk, sparse rows): its own identity
+            h.update(f"{name}{rows_fingerprint(tensor)}".encode())
     h.update(np.asarray(rows, dtype=np.int64).tobytes())
     return h.hexdigest()[:24]
+
+
+def train_identity(cfg: TrainConfig) -> dict[str, Any]:
+    """The training options that decide the result (not progress or how many checkpoints are kept); full
+    precision is left out, so runs recorded before mixed precision existed keep their identity."""
+    skip = ("progress", "keep_checkpoints") + (("mixed_precision",) if cfg.mixed_precision == "no" else ())
+    return {k: v for k, v in asdict(cfg).items() if k not in skip}
+
+
+def process_state() -> PartialState:
+    """This process's place in a run (rank 0 of 1 unless launched by ``--processes``, ``torchrun`` or ``accelerate
+    launch``). Accelerate sees CPU-only processes as one distributed run (gloo) only when told ``cpu=True``, so
+    every part of a run asks here rather than building its own state (the first construction's options win)."""
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def _lr_lambda(total: int, warmup: float):
@@ -195,13 +225,11 @@ def fit(
     if len(rows) == 0:
         raise AmalgamatorError(f"method {method.name!r} has no rows to train on; give it data (or labels).")
     run_id = _fingerprint(cfg, method, network, x, targets, rows)
-    accelerator = Accelerator(
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
-        step_scheduler_with_optimizer=False,
-    )
+    extra = method.modules()
+    accelerator, per_process = _accelerator(cfg, has_extra=extra is not None)
     set_seed(cfg.seed)
-    model = _Trainable(network, method.modules())
-    loader = DataLoader(_Rows(x, targets, rows), batch_size=cfg.batch_size, shuffle=True, collate_fn=_batch_as_is)
+    model = _Trainable(network, extra)
+    loader = DataLoader(_Rows(x, targets, rows), batch_size=per_process, shuffle=True, collate_fn=_batch_as_is)
     options = {"foreach": True, **getattr(method, "optimizer_options", {})}  # the multi-tensor path, not CPU's loop
     if options.get("fused"):
         options.pop("foreach")
@@ -221,6 +249,7 @@ def fit(
     )
     batches = _plain_batches(accelerator, loader.dataset, cfg.batch_size, cfg.seed) or _loader_batches(loader)
 
+    mixed = cfg.mixed_precision != "no"
     history = History()
     start = 0
     ckpt_dir = out / "checkpoints" if out is not None else None
@@ -233,14 +262,19 @@ def fit(
             history.resumed_from = start
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
-        torch.manual_seed(cfg.seed + epoch)  # the training RNG (dropout) per epoch, so a resume replays it; the
-        # sampler has its own seeded generator (accelerate's set_seed probes devices: ~3 ms per call)
+        torch.manual_seed(cfg.seed + epoch + RANK_SEED_STRIDE * accelerator.process_index)  # the training RNG
+        # (dropout) per epoch, so a resume replays it; each process its own stream, or the halves of a batch
+        # would share one dropout mask. The sampler has its own seeded generator (accelerate's set_seed probes
+        # devices: ~3 ms per call).
         model.train()
         total, count = 0.0, 0
         with progress.bar(f"epoch {epoch + 1}/{cfg.epochs}", len(loader), cfg.progress) as advance:
             for step, batch in enumerate(batches(epoch)):
                 with tap_outputs(network, method.student_taps) as taps:
                     logits, feats = model(batch["x"])
+                if mixed:  # losses in float32 whatever precision the forward ran in
+                    logits, feats = logits.float(), feats.float()
+                    taps = {k: v.float() for k, v in taps.items()}
                 loss = method.loss(batch, StudentOutput(logits, feats, dict(taps)))
                 value = loss.item()
                 if not math.isfinite(value):
@@ -253,6 +287,9 @@ def fit(
                 total += value * len(batch["x"])
                 count += len(batch["x"])
                 advance(loss=total / count)
+        if accelerator.num_processes > 1:  # the mean over every process's rows, the same on each
+            sums = accelerator.reduce(torch.tensor([total, float(count)], device=accelerator.device), "sum")
+            total, count = float(sums[0]), int(sums[1])
         history.loss.append(total / max(count, 1))
         history.seconds.append(time.perf_counter() - t0)
         if accelerator.is_main_process:
@@ -266,6 +303,52 @@ def fit(
     network.load_state_dict(trained.network.state_dict())
     network.eval()
     return history
+
+
+def _accelerator(cfg: TrainConfig, has_extra: bool) -> tuple[Accelerator, int]:
+    """The Accelerator of one engine pass and the batch each process takes.
+
+    Across processes (DDP) each global batch of ``batch_size`` rows is split between them, so the steps, the
+    learning-rate schedule and the averaged gradients are those of one process; a batch size the processes do
+    not divide gives each ``batch_size // processes`` rows. A method's own modules need not take part in every
+    step, which DDP must be told."""
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    processes = process_state().num_processes
+    split = processes > 1 and cfg.batch_size % processes == 0
+    per_process = cfg.batch_size if processes == 1 or split else max(1, cfg.batch_size // processes)
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if has_extra and processes > 1 else []
+    data = DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed, split_batches=split)
+    _allow_precision(cfg.mixed_precision)
+    try:
+        accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(),
+            mixed_precision=cfg.mixed_precision,
+            dataloader_config=data,
+            step_scheduler_with_optimizer=False,
+            kwargs_handlers=handlers,
+        )
+    except ValueError as exc:  # e.g. fp16 without a GPU
+        raise AmalgamatorError(
+            f"mixed precision {cfg.mixed_precision!r} is not available here ({_first_line(exc)}); on a CPU use "
+            "bf16 or no mixed precision, fp16 needs a GPU."
+        ) from None
+    if cfg.mixed_precision == "fp16" and accelerator.device.type == "cpu":  # Accelerate would train in fp32, silently
+        raise AmalgamatorError(FP16_ON_CPU)
+    return accelerator, per_process
+
+
+def _allow_precision(precision: str) -> None:
+    """Let this run use ``precision`` although an earlier run in this Python process used another.
+
+    Accelerate keeps one process-wide AcceleratorState and refuses an Accelerator with another mixed precision
+    ("restart your runtime"), which would make a notebook's second run fail. Its precision state is cleared
+    (its private ``_reset_state``, which the distributed PartialState survives) only when the precision changes."""
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    if shared and str(shared.get("_mixed_precision", precision)) != precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def _plain_step(accelerator: Accelerator, model: nn.Module, optimizer: Any, clip: float | None):

@@ -17,7 +17,13 @@ console = Console(stderr=True)
 
 
 def quiet() -> bool:
-    return os.environ.get("AMALGAMATOR_QUIET", "") not in ("", "0")
+    """Silent when asked, and in every process of a multi-process run but the first (it speaks for all)."""
+    return os.environ.get("AMALGAMATOR_QUIET", "") not in ("", "0") or not _first_process()
+
+
+def _first_process() -> bool:
+    """Rank 0, or not a multi-process run (``torchrun`` and ``accelerate launch`` set RANK)."""
+    return os.environ.get("RANK", "0").strip() in ("", "0")
 
 
 def verbose() -> bool:
@@ -77,4 +83,5 @@ def warn(message: str) -> None:
     """A one-line warning on stderr (also sent through ``warnings`` so tests can catch it)."""
     import warnings
 
-    warnings.warn(message, UserWarning, stacklevel=3)
+    if _first_process():
+        warnings.warn(message, UserWarning, stacklevel=3)

@@ -131,6 +131,7 @@ class TrainSpec(BaseModel):
     seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy's seed range
     keep_checkpoints: int = Field(3, ge=1, le=1_000_000)
     threads: int | None = Field(None, ge=1, le=65_536)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # fp16 needs a GPU
 
     @model_validator(mode="before")
     @classmethod
@@ -489,6 +490,7 @@ def run(
     threads: int | None = None,
     epochs: int | None = None,
     steps: int | None = None,
+    mixed_precision: str | None = None,
 ):
     """Train as the recipe says and evaluate on its ``test`` file: returns ``(result, metrics or None)``.
     ``epochs`` or ``steps`` override the recipe's training budget.
@@ -509,7 +511,8 @@ def run(
                             method_options=recipe.method_options, resume=resume, overwrite=overwrite,
                             keep_checkpoints=recipe.train.keep_checkpoints,
                             threads=threads if threads is not None else recipe.train.threads,
-                            progress=progress)  # fmt: skip
+                            progress=progress,
+                            mixed_precision=mixed_precision or recipe.train.mixed_precision)  # fmt: skip
         return result, None
     data = recipe.load("data")
     labeled = recipe.load("labeled", need_labels=True)
@@ -538,7 +541,12 @@ def run(
         keep_checkpoints=recipe.train.keep_checkpoints,
         threads=threads if threads is not None else recipe.train.threads,
         progress=progress,
+        mixed_precision=mixed_precision or recipe.train.mixed_precision,
     )
+    from .engine import process_state
+
+    if not process_state().is_main_process:  # the first process evaluates and writes for the run
+        return result, None
     metrics = None
     if test is not None:
         from .report import test_report

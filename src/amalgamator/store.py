@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +45,7 @@ def feature_piece(path: str) -> str:
 
 
 def mc_piece(k: int, p: float | None, seed: int = 0) -> str:
-    return f"mc/k={k},p={p},seed={seed}"
+    return f"mc/k={k},p={p},seed={seed},v=2"  # v=2: per-pass dropout generators (amalgamator.mcdropout)
 
 
 def cache_home() -> Path:
@@ -78,13 +78,38 @@ class StoreStats:
     seconds: dict[str, float] = field(default_factory=lambda: {"teacher": 0.0, "mc": 0.0})
 
 
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in a multi-process run (``index`` of ``count``), and a barrier that returns when
+    every process reaches it. With it the store splits each teacher pass: every rank runs the teachers over
+    its own contiguous share of the rows once, and all ranks read the shares back as one entry."""
+
+    index: int
+    count: int
+    barrier: Callable[[], None]
+
+    def share(self, n: int, index: int | None = None) -> tuple[int, int]:
+        """The rows ``[start, stop)`` of ``n`` that rank ``index`` (default: this one) computes."""
+        i = self.index if index is None else index
+        per = -(-n // self.count)
+        start = min(n, i * per)
+        return start, min(n, start + per)
+
+
 class TeacherStore:
     """Disk cache of teacher outputs keyed by (teacher, data, piece)."""
 
-    def __init__(self, root: str | Path | None = None, batch_size: int = 256, progress: bool | None = None):
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        batch_size: int = 256,
+        progress: bool | None = None,
+        device: str | torch.device | None = None,
+    ):
         self.root = Path(root) if root is not None else default_root()
         self.batch_size = batch_size
         self.progress = progress
+        self.device = device  # where teachers run while their outputs are computed (None: where they are)
         self.stats = StoreStats()
 
     # Keys and files ---------------------------------------------------------
@@ -111,7 +136,7 @@ class TeacherStore:
             return None, None
         if not has_meta:
             return None, "incomplete (its sidecar is missing: an interrupted write)"
-        if not has_data:
+        if not has_data and b'"shards"' not in meta_path.read_bytes():
             return None, "incomplete (its data file is missing)"
         try:
             meta = json.loads(meta_path.read_text())
@@ -119,9 +144,14 @@ class TeacherStore:
                 return None, "it belongs to another teacher or dataset"
             if meta.get("piece") != piece:
                 return None, f"it holds {meta.get('piece')!r}, not {piece!r}"
-            if _sha256(data_path) != meta.get("sha256"):
+            if "shards" in meta:
+                tensor, problem = self._read_shards(meta["shards"])
+                if tensor is None:
+                    return None, problem
+            elif _sha256(data_path) != meta.get("sha256"):
                 return None, "checksum mismatch"
-            tensor = load_file(str(data_path))["value"]
+            else:
+                tensor = load_file(str(data_path))["value"]
             if tensor.shape[0] != len(inputs):
                 return None, f"it has {tensor.shape[0]} rows, the data has {len(inputs)}"
             return tensor, None
@@ -135,6 +165,50 @@ class TeacherStore:
             progress.note(f"store entry {key} ({teacher.name}, {piece}) is {problem}; recomputing it.")
         else:
             progress.warn(f"store entry {key} ({teacher.name}, {piece}) is invalid: {problem}; recomputing it.")
+
+    def _read_shards(self, shards: object) -> tuple[torch.Tensor | None, str | None]:
+        """The rows of a sharded entry (its sidecar lists the shards' keys and checksums), in order."""
+        if not isinstance(shards, list) or not shards:
+            return None, "its shard list is damaged"
+        parts = []
+        for shard in shards:
+            path = self._paths(str(shard.get("key", "")))[0] if isinstance(shard, dict) else None
+            if path is None or not path.exists():
+                return None, "incomplete (a shard is missing)"
+            if _sha256(path) != shard.get("sha256"):
+                return None, "a shard fails its checksum"
+            parts.append(load_file(str(path))["value"])
+        return torch.cat(parts), None
+
+    def _publish_shards(self, teacher: Teacher, inputs: Inputs, piece: str, ranks: Ranks) -> None:
+        """The entry of ``piece`` on the whole of ``inputs`` as the list of the ranks' shards (each an entry on
+        its own rows, computed here if a rank left it missing), so every rank reads one entry. Call it holding
+        the pair's lock."""
+        shards = []
+        for i in range(ranks.count):
+            start, stop = ranks.share(len(inputs), i)
+            if stop <= start:
+                continue
+            part = inputs.part(start, stop)
+            if self._read(teacher, part, piece)[0] is None:  # that rank left its shard missing: compute it here
+                self._compute(teacher, part, [piece], {})
+            key = self.key(teacher, part, piece)
+            meta = json.loads(self._paths(key)[1].read_text())
+            shards.append({"key": key, "rows": [start, stop], "sha256": meta["sha256"]})
+        meta = {"format": FORMAT_VERSION, "teacher": teacher.name, "teacher_fp": teacher.fingerprint(),
+                "data_fp": inputs.fingerprint(), "piece": piece, "shards": shards,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+        data_path, meta_path = self._paths(self.key(teacher, inputs, piece))
+        try:
+            data_path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                data_path.unlink()  # a whole-entry file of an earlier, damaged entry: the shards replace it
+            durable.publish(meta_path, json.dumps(meta, indent=1).encode())
+        except OSError as exc:
+            raise StoreError(
+                f"cannot write to the teacher-output store at {self.root} ({exc.strerror or exc}); "
+                "set AMALGAMATOR_STORE to a writable folder."
+            ) from None
 
     def _write(self, teacher: Teacher, inputs: Inputs, piece: str, value: torch.Tensor) -> None:
         """Publish one entry: the data file, then the sidecar that vouches for it (each atomically).
@@ -191,24 +265,26 @@ class TeacherStore:
     def _compute_pass(
         self, teacher: Teacher, source: tuple[Inputs, bool], pieces: Sequence[str]
     ) -> dict[str, torch.Tensor]:
-        """One eval-mode pass giving logits and every requested feature tap."""
+        """One eval-mode pass giving logits and every requested feature tap, each batch written into tensors
+        allocated once for all rows (no list of small tensors to concatenate: half the peak memory, and no heap
+        fragmentation over millions of rows)."""
         want_features = any(p.startswith("features/") for p in pieces)
-        logits, feats = [], {}
+        out: dict[str, torch.Tensor] = {}
         t0 = time.perf_counter()
         rows, prepared = source
-        n_batches = -(-len(rows) // self.batch_size)
+        n = len(rows)
+        n_batches = -(-n // self.batch_size)
         with progress.bar(f"teacher {teacher.name}", n_batches, self.progress) as advance:
-            for batch in rows.batches(self.batch_size):
+            for start in range(0, n, self.batch_size):
+                batch = rows.take(slice(start, start + self.batch_size))
                 lg, ft = teacher.run(batch, features=want_features, prepared=prepared)
-                logits.append(lg)
-                for k, v in ft.items():
-                    feats.setdefault(k, []).append(v)
+                for piece, value in ((LOGITS, lg), *((feature_piece(k), v) for k, v in ft.items())):
+                    if piece not in out:
+                        out[piece] = torch.empty((n, *value.shape[1:]), dtype=value.dtype)
+                    out[piece][start : start + len(value)] = value
                 advance()
         self.stats.seconds["teacher"] += time.perf_counter() - t0
-        out = {LOGITS: torch.cat(logits)}
         _check_finite(teacher, out[LOGITS])
-        for k, v in feats.items():
-            out[feature_piece(k)] = torch.cat(v)
         return {p: out[p] for p in pieces if p in out}
 
     def _compute_mc(self, teacher: Teacher, source: tuple[Inputs, bool], piece: str) -> torch.Tensor:
@@ -232,11 +308,17 @@ class TeacherStore:
         return value
 
     # Public -------------------------------------------------------------------
-    def get(self, teacher: Teacher, inputs: Inputs, pieces: Sequence[str] = (LOGITS,)) -> dict[str, torch.Tensor]:
+    def get(
+        self, teacher: Teacher, inputs: Inputs, pieces: Sequence[str] = (LOGITS,), ranks: Ranks | None = None
+    ) -> dict[str, torch.Tensor]:
         """Each requested piece of ``teacher``'s output on ``inputs``, from disk or computed once.
 
         Reading needs no lock (files are replaced atomically). What is missing is computed holding the
-        (teacher, data) pair's lock: a second process that wants the same entries waits, then reads them."""
+        (teacher, data) pair's lock: a second process that wants the same entries waits, then reads them.
+        With ``ranks`` (every process of a multi-process run calls this together) each process computes
+        only its share of the rows; the result is the same entry on every rank."""
+        if ranks is not None and ranks.count > 1:
+            return self._get_sharded(teacher, inputs, pieces, ranks)
         result: dict[str, torch.Tensor] = {}
         missing = []
         for piece in pieces:
@@ -264,6 +346,38 @@ class TeacherStore:
                 self._compute(teacher, inputs, still, result)
         return {p: result[p] for p in pieces if p in result}
 
+    def _get_sharded(
+        self, teacher: Teacher, inputs: Inputs, pieces: Sequence[str], ranks: Ranks
+    ) -> dict[str, torch.Tensor]:
+        """``get`` in a multi-process run: each rank runs the teacher over its own rows into a shard entry;
+        then rank 0 publishes the whole entry as the list of shards, and every rank reads it. Each row goes
+        through the teacher once across all ranks. Every rank reaches both barriers, whatever it found."""
+        for piece in pieces:
+            self._validate_piece(teacher, piece)
+        missing = [p for p in pieces if self._read(teacher, inputs, p)[0] is None]
+        start, stop = ranks.share(len(inputs))
+        if missing and stop > start:
+            self.get(teacher, inputs.part(start, stop), missing)
+        ranks.barrier()
+        if missing and ranks.index == 0:
+            with self._locked(teacher, inputs):
+                for piece in missing:
+                    if self._read(teacher, inputs, piece)[0] is None:
+                        self._publish_shards(teacher, inputs, piece, ranks)
+        ranks.barrier()
+        result = {}
+        for piece in pieces:
+            got, problem = self._read(teacher, inputs, piece)
+            if got is None:
+                raise StoreError(
+                    f"teacher {teacher.name!r}'s {piece} on this data is not readable after the ranks built it "
+                    f"({problem or 'no entry'}); every process must see the same store folder (AMALGAMATOR_STORE)."
+                )
+            result[piece] = got
+            if piece not in missing:
+                self.stats.hits += 1
+        return result
+
     @contextlib.contextmanager
     def _locked(self, teacher: Teacher, inputs: Inputs):
         """Hold the (teacher, data) pair's lock; a note when another process holds it and this one waits."""
@@ -286,6 +400,10 @@ class TeacherStore:
             yield
 
     def _compute(self, teacher: Teacher, inputs: Inputs, missing: list[str], result: dict) -> None:
+        with teacher.on_device(self.device):  # moved there for this pass only, and back after
+            self._compute_on_device(teacher, inputs, missing, result)
+
+    def _compute_on_device(self, teacher: Teacher, inputs: Inputs, missing: list[str], result: dict) -> None:
         t0 = time.perf_counter()
         source = teacher.source(inputs)  # preprocessed once for the logits pass and every MC pass
         self.stats.seconds["teacher"] += time.perf_counter() - t0

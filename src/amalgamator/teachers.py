@@ -47,6 +47,15 @@ STATISTICS_FILE = "statistics.safetensors"
 _DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 
 
+def _to_device(inp: Any, device: torch.device) -> Any:
+    """A model input (a tensor, or a tokenizer's dict of tensors) on ``device``; anything else as it is."""
+    if isinstance(inp, torch.Tensor):
+        return inp.to(device)
+    if isinstance(inp, dict):
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inp.items()}
+    return inp
+
+
 def _logits_of(out: Any) -> torch.Tensor:
     """Pull the logits tensor out of whatever a model returns (tensor, HF output, tuple)."""
     if isinstance(out, torch.Tensor):
@@ -207,6 +216,9 @@ class Teacher:
         """Logits for a batch; ``inp`` is the already preprocessed input, to run the model on it again."""
         if inp is None:
             inp = self._prepare(batch)
+        device = getattr(self, "_device", None)
+        if device is not None:
+            inp = _to_device(inp, device)
         try:
             out = self.model(**inp) if isinstance(inp, dict) else self.model(inp)
         except TeacherError:
@@ -219,6 +231,30 @@ class Teacher:
         logits = _logits_of(out)
         self._check_logits(logits, len(batch))
         return logits.float()
+
+    @contextlib.contextmanager
+    def on_device(self, device: str | torch.device | None) -> Iterator[None]:
+        """Run the model on ``device`` for a block (the store's teacher pass on a GPU), then move it back where
+        it was and free the device memory: a teacher holds an accelerator only while its outputs are stored.
+        Outputs always come back to the CPU. ``None`` or the device the model is on: nothing moves."""
+        device = torch.device(device) if device is not None else None
+        if device is None or not isinstance(self.model, nn.Module):  # a callable, ONNX or scikit-learn teacher
+            yield
+            return
+        params = list(self.model.parameters()) + list(self.model.buffers())
+        home = params[0].device if params else torch.device("cpu")
+        if device == home:
+            yield
+            return
+        self.model.to(device)
+        self._device = device
+        try:
+            yield
+        finally:
+            self._device = None
+            self.model.to(home)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
 
     def _check_logits(self, logits: torch.Tensor, n: int) -> None:
         if logits.ndim != 2 or logits.shape[0] != n:
@@ -237,7 +273,7 @@ class Teacher:
         once when the preprocessing is a featurizer (it may cache on disk, e.g. sentence embeddings), else
         the raw inputs."""
         transform = getattr(self.preprocess, "transform", None)
-        if transform is None:
+        if transform is None or inputs.mapped:  # a pool on disk is preprocessed batch by batch, never whole
             return inputs, False
         self._spec.check(inputs, "the data", f"teacher {self.name!r}")
         return Inputs(transform(inputs), what=f"teacher {self.name!r} features"), True
@@ -322,16 +358,33 @@ class Teacher:
                 m.p = rate
             self.model.eval()
 
-    @torch.no_grad()
     def mc_probs(self, batch: Batch, k: int, p: float | None = None, prepared: bool = False) -> torch.Tensor:
-        """Probabilities (softmax, or sigmoids for multilabel kinds) of ``k`` Monte-Carlo dropout passes:
-        shape (k, n, len(labels))."""
-        if prepared:
-            inp = batch
-        else:  # once, not K times
-            inp = self._prepare(batch)
+        """Probabilities (softmax, or sigmoids for multilabel kinds) of ``k`` Monte-Carlo dropout passes
+        (MC dropout, Gal & Ghahramani 2016): shape (k, n, len(labels)).
+
+        The passes run batched (:mod:`amalgamator.mcdropout`): one forward over the rows tiled K times,
+        and a deterministic prefix (a frozen encoder before a dropout head) only once. Pass ``i`` draws its
+        masks from its own generator, seeded from the global torch generator when the call starts, so
+        ``torch.manual_seed`` makes the result reproducible and it equals the plain K-pass loop."""
+        return self._mc_probs(batch, k, p, prepared)
+
+    @torch.no_grad()
+    def _mc_probs(
+        self,
+        batch: Batch,
+        k: int,
+        p: float | None = None,
+        prepared: bool = False,
+        plan: str = "auto",
+        info: dict | None = None,
+    ) -> torch.Tensor:
+        """:meth:`mc_probs` with its plan chosen: ``"plain"`` is the reference K-pass loop; ``"whole"`` and
+        ``"prefix"`` force a batched plan unchecked (tests compare them); ``info`` receives the plan used."""
+        from .mcdropout import mc_probabilities
+
+        inp = batch if prepared else self._prepare(batch)  # once, not K times
         with self.mc_dropout(p):
-            return torch.stack([self.probabilities(self._forward(batch, inp)).cpu() for _ in range(k)])
+            return mc_probabilities(self, batch, inp, k, plan=plan, info=info)
 
     # Identity --------------------------------------------------------------
     def fingerprint(self) -> str:
