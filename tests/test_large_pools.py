@@ -1,0 +1,105 @@
+"""Pools read from disk (issue 14): a ``.npy`` pool is read row by row from its file as it is used, and gives the
+same store entries and the same student as the array in memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import amalgamator as am
+from amalgamator.data import Inputs
+from amalgamator.errors import DataError
+from amalgamator.rows import FeatureView, SparseRows, all_rows, rows_fingerprint
+from amalgamator.store import LOGITS, TeacherStore
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def pool_file(digits, tmp_path) -> tuple[np.ndarray, Path]:
+    x = np.ascontiguousarray(digits[0][digits[3]])
+    path = tmp_path / "pool.npy"
+    np.save(path, x)
+    return x, path
+
+
+def test_a_npy_pool_reads_like_the_array(pool_file):
+    x, path = pool_file
+    mapped, memory = Inputs(path), Inputs(x)
+    assert mapped.mapped and not memory.mapped and len(mapped) == len(x) and mapped.shape == memory.shape
+    assert mapped.fingerprint() == memory.fingerprint()  # same content, same store entries
+    for idx in (slice(0, 7), slice(590, 700), slice(5, 50, 3), [3, 1, 599, -1], np.array([10, 10, 0]),
+                torch.tensor([4, 2])):  # fmt: skip
+        assert torch.equal(mapped.take(idx), memory.take(idx)), idx
+    assert torch.equal(mapped.part(100, 200).take(slice(0, 100)), memory.take(slice(100, 200)))
+    assert torch.equal(mapped.part(100, 200).take([0, 99]), memory.take([100, 199]))
+    with pytest.raises(IndexError):
+        mapped.take([len(x)])
+
+
+def test_a_npy_pool_trains_the_same_student_and_shares_the_store(digits, teachers, pool_file, tmp_path):
+    x, path = pool_file
+    store = tmp_path / "store"
+    a = am.amalgamate(teachers, data=x, method="kd", epochs=3, seed=0, store=store, progress=False)
+    b = am.amalgamate(teachers, data=path, method="kd", epochs=3, seed=0, store=store, progress=False)
+    assert b.store.computed == 0  # the file's rows hit the array's entries
+    wa, wb = a.student.network.state_dict(), b.student.network.state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    c = am.amalgamate(teachers, data=str(path), method="calibrated", epochs=2, seed=0, store=store, progress=False)
+    assert c.student.labels == a.student.labels
+
+
+def test_a_npy_pool_with_nan_or_pickles_is_refused_clearly(tmp_path):
+    bad = np.zeros((100, 4), dtype=np.float32)
+    bad[57, 2] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    with pytest.raises(DataError, match="NaN or infinite values \\(first in row 57\\)"):
+        Inputs(tmp_path / "nan.npy")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="not a readable .npy array"):
+        Inputs(tmp_path / "objects.npy")
+    with pytest.raises(DataError, match="does not exist"):
+        Inputs(tmp_path / "missing.npy")
+    (tmp_path / "pool.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match="not a .npy file"):
+        Inputs(tmp_path / "pool.csv")
+
+
+def test_other_dtypes_and_slices_of_a_mapping_are_read_into_memory(tmp_path):
+    x = np.arange(60, dtype=np.float64).reshape(20, 3)
+    np.save(tmp_path / "f64.npy", x)
+    f64 = Inputs(tmp_path / "f64.npy")
+    assert not f64.mapped and torch.equal(f64.values, torch.as_tensor(x, dtype=torch.float32))
+    np.save(tmp_path / "f32.npy", x.astype(np.float32))
+    part = np.load(tmp_path / "f32.npy", mmap_mode="r")[5:9]  # a slice: its offset is not the file's
+    assert not Inputs(part).mapped and torch.equal(Inputs(part).values, torch.as_tensor(x[5:9], dtype=torch.float32))
+    whole = Inputs(np.load(tmp_path / "f32.npy", mmap_mode="r"))
+    assert whole.mapped and torch.equal(whole.take(slice(0, 20)), torch.as_tensor(x, dtype=torch.float32))
+
+
+def test_row_views_index_like_tensors(pool_file):
+    from scipy import sparse
+
+    from amalgamator.models.featurize import Identity
+
+    x, path = pool_file
+    view = FeatureView(Inputs(path), Identity())
+    assert view.shape == x.shape and len(view) == len(x)
+    assert torch.equal(view[torch.tensor([5, 1])], torch.as_tensor(x[[5, 1]]))
+    assert torch.equal(all_rows(view), torch.as_tensor(x)) and rows_fingerprint(view) == view.fingerprint()
+    m = sparse.random(50, 30, density=0.1, format="csr", random_state=0, dtype=np.float32)
+    rows = SparseRows(m)
+    assert torch.equal(rows[slice(3, 9)], torch.as_tensor(m[3:9].toarray()))
+    assert torch.equal(rows[np.array([7, 0])], torch.as_tensor(m[[7, 0]].toarray()))
+    assert rows.fingerprint() == SparseRows(m.copy()).fingerprint() != SparseRows(m * 2).fingerprint()
+
+
+def test_teacher_pass_over_a_file_equals_the_array(teachers, pool_file, tmp_path):
+    x, path = pool_file
+    got = TeacherStore(tmp_path / "a", batch_size=64).get(teachers[1], Inputs(path), [LOGITS, "features/1"])
+    want = TeacherStore(tmp_path / "b", batch_size=64).get(teachers[1], Inputs(x), [LOGITS, "features/1"])
+    for piece in want:
+        assert torch.equal(got[piece], want[piece])
