@@ -103,3 +103,68 @@ def test_teacher_pass_over_a_file_equals_the_array(teachers, pool_file, tmp_path
     want = TeacherStore(tmp_path / "b", batch_size=64).get(teachers[1], Inputs(x), [LOGITS, "features/1"])
     for piece in want:
         assert torch.equal(got[piece], want[piece])
+
+
+@pytest.fixture
+def streaming(monkeypatch, tmp_path):
+    """Stream every numeric table, 7 rows at a time, into a cache of this test's own."""
+    from amalgamator import io
+
+    monkeypatch.setattr(io, "STREAM_BYTES", 0)
+    monkeypatch.setattr(io, "STREAM_ROWS", 7)
+    monkeypatch.setenv("AMALGAMATOR_CACHE", str(tmp_path / "cache"))
+    return io
+
+
+@pytest.mark.parametrize("ext", [".parquet", ".jsonl"])
+def test_a_large_table_streams_into_a_npy_pool_equal_to_reading_it_whole(streaming, tmp_path, ext):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 3)).astype(np.float32)
+    y = np.array([f"c{i % 4}" for i in range(50)])
+    path = tmp_path / f"pool{ext}"
+    frame = pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "y": y})
+    if ext == ".parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_json(path, orient="records", lines=True)
+    spec = {"path": str(path), "feature_columns": ["a", "b", "c"]}
+    got, labels = streaming.load_table(spec)
+    assert isinstance(got, Path) and got.suffix == ".npy" and got.parent == tmp_path / "cache" / "pools"
+    assert labels.tolist() == y.tolist()
+    assert np.array_equal(np.load(got), x) and Inputs(got).mapped
+    stamp = got.stat().st_mtime_ns
+    assert streaming.load_table(spec)[0] == got and got.stat().st_mtime_ns == stamp  # converted once
+    streaming.STREAM_BYTES = 1 << 40  # small files are read whole, as before
+    whole, whole_y = streaming.load_table(spec)
+    assert np.array_equal(whole, x) and whole_y.tolist() == y.tolist()
+
+
+def test_a_bad_row_deep_in_a_streamed_table_is_named(streaming, tmp_path):
+    lines = [f'{{"a": {i}.0, "b": 1.0}}' for i in range(30)]
+    lines[23] = '{"a": "oops", "b": 1.0}'
+    (tmp_path / "pool.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="line 24: feature field 'a'"):
+        streaming.load_table({"path": str(tmp_path / "pool.jsonl"), "feature_columns": ["a", "b"]})
+    assert not list((tmp_path / "cache" / "pools").glob("*.npy"))  # nothing half-written left as a pool
+
+
+def test_a_recipe_takes_a_npy_pool(digits, tmp_path):
+    from amalgamator.recipe import load_recipe
+    from amalgamator.recipe import run as run_recipe
+
+    x, y, t, p, s = digits
+    for name, labels in (("low", [str(i) for i in range(5)]), ("high", [str(i) for i in range(5, 10)])):
+        keep = np.isin(y[t], labels)
+        am.train_classifier(x[t][keep], y[t][keep], labels=labels, epochs=30, progress=False).save(tmp_path / name)
+    np.save(tmp_path / "pool.npy", np.ascontiguousarray(x[p]))
+    np.savez(tmp_path / "test.npz", x=x[s], y=y[s])
+    (tmp_path / "r.yaml").write_text("teachers: [low, high]\ndata: pool.npy\ntest: test.npz\nmethod: kd\n"
+                                     "train: {epochs: 20}\n")  # fmt: skip
+    result, metrics = run_recipe(load_recipe(tmp_path / "r.yaml"), out=tmp_path / "out")
+    assert metrics["accuracy"] > 0.3 and result.store.computed == 2
+    (tmp_path / "r2.yaml").write_text("teachers: [low, high]\ndata: pool.npz\ntest: pool.npy\nmethod: kd\n")
+    np.savez(tmp_path / "pool.npz", x=x[p])
+    with pytest.raises(DataError, match="label"):
+        run_recipe(load_recipe(tmp_path / "r2.yaml"), out=tmp_path / "out2")

@@ -21,6 +21,7 @@ label or text column: a label or text ``NA``, ``None`` or ``nan`` is that string
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,11 @@ import numpy as np
 from .errors import DataError, first_line
 
 #: File endings load_table understands, in the order error messages list them.
-SUPPORTED = (".npz", ".csv", ".csv.gz", ".tsv", ".parquet", ".jsonl")
+SUPPORTED = (".npz", ".csv", ".csv.gz", ".tsv", ".parquet", ".jsonl", ".npy")
+#: Numeric .parquet and .jsonl files at least this large are streamed into a .npy pool (see ``_stream_to_npy``).
+STREAM_BYTES = 256 << 20
+#: Rows converted at a time when streaming.
+STREAM_ROWS = 65_536
 #: Keys a dict spec may have.
 SPEC_KEYS = ("path", "text_column", "feature_columns", "label_column", "label_columns")
 #: Label columns (or npz arrays, or jsonl fields) used when none is named.
@@ -523,6 +528,14 @@ def _jsonl_label(value: Any, where: str, i: int) -> str | list[str]:
 
 
 def _load_jsonl(path: Path, spec: dict[str, Any], where: str) -> tuple[X, Y | None]:
+    rows = [row for chunk in _jsonl_chunks(path, where, None) for row in chunk]
+    if not rows:
+        raise DataError(f"{where} holds no rows.")
+    return _jsonl_table(rows, spec, where)
+
+
+def _jsonl_chunks(path: Path, where: str, size: int | None):
+    """The file's objects as ``(line number, object)``, ``size`` at a time (None: all in one list)."""
     rows: list[tuple[int, dict[str, Any]]] = []
     with path.open("rb") as fh:
         for i, raw in enumerate(fh, start=1):
@@ -549,8 +562,15 @@ def _load_jsonl(path: Path, spec: dict[str, Any], where: str) -> tuple[X, Y | No
             if not isinstance(obj, dict):
                 raise DataError(f"{where} line {i} is a {type(obj).__name__}; each line must be a JSON object.")
             rows.append((i, obj))
-    if not rows:
-        raise DataError(f"{where} holds no rows.")
+            if size is not None and len(rows) == size:
+                yield rows
+                rows = []
+    if rows:
+        yield rows
+
+
+def _jsonl_table(rows: list[tuple[int, dict[str, Any]]], spec: dict[str, Any], where: str) -> tuple[X, Y | None]:
+    """``(x, y)`` of parsed jsonl rows: every row checked, with its line number in any complaint."""
     first = rows[0][1]
     label = spec.get("label_column")
     if label is None:
@@ -605,6 +625,104 @@ def _load_jsonl(path: Path, spec: dict[str, Any], where: str) -> tuple[X, Y | No
     return texts, y
 
 
+# streaming large numeric tables into a .npy pool ----------------------------------------
+
+
+def _streams(path: Path, spec: dict[str, Any]) -> bool:
+    """A numeric table large enough to stream: at least STREAM_BYTES, and no text column (texts stay a list)."""
+    if spec.get("text_column"):
+        return False
+    if path.suffix.lower() == ".jsonl" and not spec.get("feature_columns"):
+        return False  # a jsonl file without feature_columns is read as text
+    return path.stat().st_size >= STREAM_BYTES
+
+
+def _file_key(path: Path, spec: dict[str, Any]) -> str:
+    """SHA-256 of the file's content and the spec's columns, read in chunks: the converted pool's cache name."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps({k: spec.get(k) for k in SPEC_KEYS if k != "path"}, sort_keys=True).encode())
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()[:40]
+
+
+def _table_chunks(path: Path, spec: dict[str, Any], where: str, ext: str):
+    """``(x, y)`` of STREAM_ROWS rows at a time, each checked as a small table of its own would be."""
+    if ext == ".jsonl":
+        for rows in _jsonl_chunks(path, where, STREAM_ROWS):
+            yield _jsonl_table(rows, spec, where)
+        return
+    _pandas(".parquet")
+    try:
+        import pyarrow.parquet as pq
+
+        first = 1
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=STREAM_ROWS):
+            batch.validate(full=True)
+            df = batch.to_pandas()
+            yield _from_frame(df, spec, where, first)
+            first += len(df)
+    except ImportError:
+        raise DataError("reading .parquet files needs pyarrow: pip install 'amalgamator[tables]'.") from None
+    except DataError:
+        raise
+    except Exception as exc:  # pyarrow's own types for a damaged file
+        raise DataError(f"{where} is not a readable parquet file ({first_line(exc)}).") from None
+
+
+def _stream_to_npy(path: Path, spec: dict[str, Any], where: str, ext: str) -> tuple[Path, Y | None]:
+    """A large numeric .parquet or .jsonl table converted once, a chunk at a time, into a float32 ``.npy`` pool in
+    the cache (named by the file's content), which the run then reads as it goes: the table is never in memory
+    whole. Returns the pool's path and the labels, if the table has them (they are small)."""
+    from .store import cache_home
+
+    folder = cache_home() / "pools"
+    target = folder / f"{_file_key(path, spec)}.npy"
+    labels_file = target.with_suffix(".labels.json")
+    if target.exists():
+        y = json.loads(labels_file.read_text()) if labels_file.exists() else None
+        return target, (np.asarray(y, dtype=str) if y is not None and not any(isinstance(v, list) for v in y) else y)
+    folder.mkdir(parents=True, exist_ok=True)
+    raw, tmp = target.with_suffix(f".{os.getpid()}.raw"), target.with_suffix(f".{os.getpid()}.tmp")
+    labels: list[Any] = []
+    width, rows = None, 0
+    try:
+        with raw.open("wb") as out:
+            for x, y in _table_chunks(path, spec, where, ext):
+                x = np.ascontiguousarray(x, dtype=np.float32)
+                if width is not None and x.shape[1:] != width:
+                    raise DataError(f"{where}: rows change width from {width} to {x.shape[1:]} at row {rows + 1}.")
+                width = x.shape[1:]
+                out.write(x.tobytes())
+                rows += len(x)
+                if y is not None:
+                    labels.extend(y.tolist() if isinstance(y, np.ndarray) else y)
+        if rows == 0 or width is None:
+            raise DataError(f"{where} holds no rows.")
+        if labels and len(labels) != rows:
+            raise DataError(f"{where}: some rows have a label and others not; label every row or none.")
+        header = np.lib.format.header_data_from_array_1_0(np.empty((0, *width), np.float32))
+        header["shape"] = (rows, *width)
+        with tmp.open("wb") as out, raw.open("rb") as body:
+            np.lib.format.write_array_header_1_0(out, header)
+            for chunk in iter(lambda: body.read(1 << 22), b""):
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if labels:
+            labels_file.write_text(json.dumps(labels))  # before the pool: a pool never shows without its labels
+        os.replace(tmp, target)
+    finally:
+        raw.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+    from . import progress
+
+    progress.note(f"{where}: {rows:,} rows converted to {target} (read as they are used; kept for the next run).")
+    return target, (np.asarray(labels, dtype=str) if labels and not isinstance(labels[0], list) else labels or None)
+
+
 def load_table(spec: Any, base_dir: str | Path | None = None) -> tuple[X, Y | None]:
     """Read a data file into ``(x, y)``; y is a str array of label names, one list of label names per
     row for multi-label files (see the module docstring), or None without labels.
@@ -624,6 +742,10 @@ def load_table(spec: Any, base_dir: str | Path | None = None) -> tuple[X, Y | No
         raise DataError(f"data path {path} is a folder; give a file ({', '.join(SUPPORTED)}).")
     ext = _suffix(path)
     where = str(path)
+    if ext == ".npy":  # a pool on disk: read as it is used (Inputs), never loaded whole; it has no labels
+        return path, None
+    if ext in (".parquet", ".jsonl") and _streams(path, d):
+        return _stream_to_npy(path, d, where, ext)
     if ext == ".npz":
         x, y = _load_npz(path, d, where)
     elif ext in (".csv", ".csv.gz"):
