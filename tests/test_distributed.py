@@ -242,3 +242,18 @@ def test_store_moves_a_teacher_to_its_device_for_the_pass_only(digits, teachers,
     assert moves == ["cuda:0", "cpu"] and teacher._device is None  # there for the pass, back after
     store.get(teacher, Inputs(digits[0][:50]))  # a hit: the teacher does not move
     assert moves == ["cuda:0", "cpu"]
+
+
+def test_batches_and_method_tensors_follow_the_training_device():
+    """No GPU here: the meta device stands in for one (tensors move, no values needed)."""
+    from amalgamator.engine import method_on_device, on_device
+    from amalgamator.methods import get_method
+
+    batch = {"x": torch.ones(2, 3), "index": torch.arange(2)}
+    assert on_device(batch, torch.device("cpu")) is batch
+    moved = on_device(batch, torch.device("meta"))
+    assert all(v.device.type == "meta" for v in moved.values())
+    method = get_method("kd")()
+    method.prior = torch.ones(3)
+    method_on_device(method, torch.device("meta"))
+    assert method.prior.device.type == "meta"

@@ -244,6 +244,7 @@ def fit(
         )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, cfg.warmup))
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    method_on_device(method, accelerator.device)
     step_fn = _plain_step(accelerator, model, optimizer, cfg.grad_clip) or _accelerate_step(
         accelerator, model, optimizer, cfg.grad_clip
     )
@@ -300,6 +301,8 @@ def fit(
                 _prune_checkpoints(ckpt_dir, cfg.keep_checkpoints)
     accelerator.wait_for_everyone()
     trained = accelerator.unwrap_model(model)
+    if accelerator.device.type != "cpu":  # the student and the method's modules back where the rest of the run is
+        trained.to("cpu")
     network.load_state_dict(trained.network.state_dict())
     network.eval()
     return history
@@ -381,14 +384,33 @@ def _plain_batches(accelerator: Accelerator, rows: _Rows, batch_size: int, seed:
     if accelerator.num_processes != 1:
         return None
 
+    device = accelerator.device
+
     def batches(epoch: int):
         torch.empty((), dtype=torch.int64).random_()  # the draw a DataLoader iterator makes (its base seed), so
         # the dropout stream, and so the student, stay bit-identical to the DataLoader path
         order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed + epoch))
         for start in range(0, len(order), batch_size):
-            yield rows.batch(order[start : start + batch_size])
+            yield on_device(rows.batch(order[start : start + batch_size]), device)
 
     return batches
+
+
+def on_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A batch on the training device (as Accelerate's DataLoader would put it); on the CPU, the batch itself."""
+    if device.type == "cpu":
+        return batch
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def method_on_device(method: Method, device: torch.device) -> None:
+    """Move the tensors a method computed in ``prepare`` and keeps as attributes (class priors, a routing matrix)
+    to the training device, so that its ``loss`` never has to: methods know nothing of devices."""
+    if device.type == "cpu":
+        return
+    for name, value in list(vars(method).items()):
+        if isinstance(value, torch.Tensor) and value.device != device:
+            setattr(method, name, value.to(device))
 
 
 def _loader_batches(loader: Any):
