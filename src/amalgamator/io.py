@@ -625,6 +625,20 @@ def _jsonl_table(rows: list[tuple[int, dict[str, Any]]], spec: dict[str, Any], w
     return texts, y
 
 
+def _check_npy(path: Path, where: str) -> None:
+    """A ``.npy`` file's header, read now so that a bad file fails before any teacher runs: an object array (only
+    pickle could load it) or anything that is not a .npy array is refused; the rows are checked as they are read."""
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{where} is not a readable .npy array ({first_line(exc)}).") from None
+    if not isinstance(arr, np.ndarray) or arr.ndim < 2 or arr.dtype.kind not in "biuf":
+        what = f"an array of shape {arr.shape}, dtype {arr.dtype}" if isinstance(arr, np.ndarray) else "not an array"
+        raise DataError(
+            f"{where} is {what}; a pool on disk is a 2-D (or more) numeric .npy array, one row per example."
+        )
+
+
 # streaming large numeric tables into a .npy pool ----------------------------------------
 
 
@@ -743,6 +757,7 @@ def load_table(spec: Any, base_dir: str | Path | None = None) -> tuple[X, Y | No
     ext = _suffix(path)
     where = str(path)
     if ext == ".npy":  # a pool on disk: read as it is used (Inputs), never loaded whole; it has no labels
+        _check_npy(path, where)
         return path, None
     if ext in (".parquet", ".jsonl") and _streams(path, d):
         return _stream_to_npy(path, d, where, ext)
