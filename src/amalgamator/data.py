@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import DataError, first_line
-from .rows import CHUNK_BYTES, hash_bytes
+from .rows import CHUNK_BYTES, RowView, hash_bytes
 
 Batch = torch.Tensor | list[str]
 
@@ -217,6 +217,8 @@ class Inputs:
                 self.values = text_array(arr, what)
             else:
                 self.values = _as_tensor(arr, what)
+        elif isinstance(data, RowView):  # featurized rows densified a batch at a time (sparse TF-IDF)
+            self.values = data  # type: ignore[assignment]
         elif isinstance(data, Dataset):
             got = _materialize_dataset(data, what)
             self.values = got if isinstance(got, list) else _as_tensor(got, what)
@@ -280,6 +282,8 @@ class Inputs:
                 for s in self.values:  # type: ignore[union-attr]
                     h.update(s.encode("utf-8"))
                     h.update(b"\0")
+            elif isinstance(self.values, RowView):
+                h.update(f"rows{self.values.fingerprint()}".encode())
             else:
                 t: torch.Tensor = self.values  # type: ignore[assignment]
                 h.update(f"{t.dtype}{tuple(t.shape)}".encode())

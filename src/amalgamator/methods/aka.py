@@ -45,6 +45,7 @@ import torch
 import torch.nn as nn
 
 from ..progress import warn
+from ..rows import RowView
 from ..teachers import Teacher
 from .base import Context, Count, Method, NonNegative, StudentOutput, Trainer, register
 from .multilabel import FAMILY, MULTILABEL_KINDS, THESIS, Parts, bce_to_target, teacher_parts
@@ -68,8 +69,11 @@ def most_confident(parts: Parts, n_union: int) -> tuple[torch.Tensor, torch.Tens
 
 
 @torch.no_grad()
-def logits_and_features(net: nn.Module, x: torch.Tensor, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eval-mode logits and flattened penultimate features of ``net`` on every row of ``x``."""
+def logits_and_features(
+    net: nn.Module, x: torch.Tensor | RowView, batch_size: int = 512
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode logits and flattened penultimate features of ``net`` on every row of ``x``, a batch at a time
+    (a row view is never densified whole)."""
     net.eval()
     logits, feats = [], []
     for i in range(0, len(x), batch_size):

@@ -29,6 +29,7 @@ from ..data import Inputs
 from ..errors import MethodError, check_options, suggest
 from ..kinds import teacher_kinds
 from ..labels import LabelSpace, owner_mask
+from ..rows import RowView
 from ..store import LOGITS, feature_piece
 from ..teachers import CAPABILITIES, Teacher
 
@@ -108,7 +109,9 @@ class Context:
     y: torch.Tensor  # union index per row, -1 where unlabeled; multilabel kinds: (rows, union) 0/1, -1 unlabeled
     student: Any = None  # the untrained Student (featurizer + network), for shape probes
     extras: dict[str, Any] = field(default_factory=dict)
-    features: torch.Tensor | None = None  # the student's featurized inputs, one row per training row
+    #: the student's featurized inputs, one row per training row: a tensor, or a RowView (e.g. sparse TF-IDF)
+    #: that densifies only the rows asked for, so read it in batches (``network_outputs``), not whole
+    features: torch.Tensor | RowView | None = None
     config: Any = None  # the run's TrainConfig (methods that train auxiliary networks reuse it)
 
     @property
@@ -359,10 +362,15 @@ def _rule_of(default: Any) -> Any:
 
 
 @torch.no_grad()
-def network_outputs(net: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Eval-mode outputs of ``net`` for every row of ``x``, in batches, without gradients."""
+def network_outputs(
+    net: nn.Module, x: torch.Tensor | RowView, batch_size: int = 512, rows: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Eval-mode outputs of ``net`` for every row of ``x`` (or the rows at ``rows``, in that order), in batches,
+    without gradients. Rows are read one batch at a time, so a row view is never densified whole."""
     net.eval()
-    return torch.cat([net(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    if rows is None:
+        return torch.cat([net(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    return torch.cat([net(x[rows[i : i + batch_size]]) for i in range(0, len(rows), batch_size)])
 
 
 #: ``train(targets, rows, stage="", epochs=None) -> History``: one engine pass on the student network;

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from ..errors import MethodError
 from ..progress import warn
+from ..rows import RowView
 from .base import (
     Context,
     Count,
@@ -70,7 +71,7 @@ def train_trust_learner(ctx: Context, train: Trainer, epochs: int, lr: float, mi
     return net
 
 
-def trust_scores(net: nn.Module, features: torch.Tensor) -> torch.Tensor:
+def trust_scores(net: nn.Module, features: torch.Tensor | RowView) -> torch.Tensor:
     """e = σ(W_a h_a + b_a) for every row (Eq. 7)."""
     return torch.sigmoid(network_outputs(net, features))
 

@@ -7,8 +7,9 @@ follow that structure. Label spreading of Zhou et al. 2004, "Learning with Local
 Consistency" (NeurIPS), §2, on a k-nearest-neighbour graph of the pool:
 
 1. W: the symmetrised k-NN graph (``neighbours``) of the student's input features, reduced to at most
-   64 principal components (keeps the neighbour search cheap on images) and standardised;
-   S = D^{-1/2} W D^{-1/2}.
+   64 principal components (keeps the neighbour search cheap on images) and standardised; sparse features
+   (TF-IDF) instead by cosine distance on the sparse rows themselves (dense principal components of a
+   vocabulary-wide matrix would cost what sparsity saves); S = D^{-1/2} W D^{-1/2}.
 2. F* = (I − αS)^{-1} Y (their Eq. 1's fixed point; α = ``alpha``), Y the one-hot labeled rows, solved
    by conjugate gradients per class; each row's spread distribution f(y | x) = F*_y / Σ F*.
 3. The target multiplies the spread labels with the teachers' evidence and renormalises:
@@ -24,21 +25,29 @@ import numpy as np
 import torch
 
 from ..errors import MethodError
+from ..rows import SparseRows, all_rows
 from ..teachers import Teacher
 from .base import Context, Count, Method, Positive, Range, StudentOutput, get_method, register, soft_cross_entropy
 
 
-def knn_operator(features: np.ndarray, neighbours: int) -> Any:
-    """S = D^{-1/2} W D^{-1/2} for the symmetrised k-NN graph of ``features`` (step 1), sparse."""
+def knn_operator(features: Any, neighbours: int) -> Any:
+    """S = D^{-1/2} W D^{-1/2} for the symmetrised k-NN graph of ``features`` (step 1), sparse. ``features``
+    is a dense array, or a scipy sparse matrix whose neighbours are found by cosine distance as it is."""
     import scipy.sparse as sp
+    from sklearn import config_context
     from sklearn.decomposition import PCA
     from sklearn.neighbors import kneighbors_graph
 
-    z = features.reshape(len(features), -1).astype(np.float64)
-    if z.shape[1] > 64:
-        z = PCA(64, random_state=0).fit_transform(z)
-    z = (z - z.mean(0)) / np.maximum(z.std(0), 1e-9)
-    w = kneighbors_graph(z, min(neighbours, len(z) - 1), mode="connectivity", include_self=False)
+    k = min(neighbours, features.shape[0] - 1)
+    if sp.issparse(features):
+        with config_context(working_memory=128):  # MB of distances per chunk of rows: the graph stays small
+            w = kneighbors_graph(features, k, mode="connectivity", metric="cosine", include_self=False)
+    else:
+        z = features.reshape(len(features), -1).astype(np.float64)
+        if z.shape[1] > 64:
+            z = PCA(64, random_state=0).fit_transform(z)
+        z = (z - z.mean(0)) / np.maximum(z.std(0), 1e-9)
+        w = kneighbors_graph(z, k, mode="connectivity", include_self=False)
     w = w.maximum(w.T)
     inv_sqrt = sp.diags(1 / np.sqrt(np.maximum(np.asarray(w.sum(1)).ravel(), 1e-12)))
     return inv_sqrt @ w @ inv_sqrt
@@ -98,7 +107,9 @@ class Propagate(Method):
             raise MethodError("method 'propagate' spreads labeled rows: give labeled=(x, y) with at least one row.")
         base = self._base(ctx.teachers)
         evidence = base.prepare(ctx)["target"].double()
-        s = knn_operator(ctx.features.numpy(), int(self.options["neighbours"]))
+        feats = ctx.features
+        feats = feats.matrix if isinstance(feats, SparseRows) else all_rows(feats).numpy()
+        s = knn_operator(feats, int(self.options["neighbours"]))
         seeds = labeled.nonzero().flatten().numpy()
         spread_labels = torch.as_tensor(
             spread(s, seeds, ctx.y[labeled].numpy(), len(ctx.union), float(self.options["alpha"]))

@@ -90,7 +90,7 @@ class SelfTrain(Supervised):
         rest = (y < 0).nonzero().flatten()
         if not len(rest):
             return np.array([], dtype=np.int64), torch.zeros(0, dtype=torch.long)
-        conf, pred = network_outputs(ctx.student.network, ctx.features[rest]).softmax(-1).max(1)
+        conf, pred = network_outputs(ctx.student.network, ctx.features, rows=rest).softmax(-1).max(1)
         keep = conf >= threshold
         return rest[keep].numpy(), pred[keep]
 

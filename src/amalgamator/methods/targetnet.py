@@ -64,6 +64,7 @@ from pydantic import Field
 from ..errors import MethodError, suggest
 from ..models import FAMILIES, build
 from ..models.branched import ChannelFilter
+from ..rows import RowView
 from ..student import Student, UnionNet
 from ..teachers import Teacher
 from .base import Context, Count, Method, StudentOutput, Trainer, register
@@ -233,16 +234,24 @@ class BlockObjective(Method):
 
 @torch.no_grad()
 def task_losses(
-    net: StageNet, objective: BlockObjective, x: torch.Tensor, target: torch.Tensor, batch_size: int = 256
+    net: StageNet,
+    objective: BlockObjective,
+    x: torch.Tensor | RowView,
+    target: torch.Tensor,
+    batch_size: int = 256,
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The converged loss of each task after a stage, (|C|,): ℓ averaged over the rows, in eval mode."""
+    """The converged loss of each task after a stage, (|C|,): ℓ averaged over ``rows`` (default: every row) of
+    ``x`` and ``target``, in eval mode, read a batch at a time (a row view is never densified whole)."""
     net.eval()
     objective.filters.eval()
+    rows = torch.arange(len(x)) if rows is None else rows
     total = torch.zeros(target.shape[1])
-    for i in range(0, len(x), batch_size):
-        z = objective.logits(net(x[i : i + batch_size]))
-        total += F.binary_cross_entropy_with_logits(z, target[i : i + batch_size], reduction="none").sum(0)
-    return total / max(len(x), 1)
+    for i in range(0, len(rows), batch_size):
+        r = rows[i : i + batch_size]
+        z = objective.logits(net(x[r]))
+        total += F.binary_cross_entropy_with_logits(z, target[r], reduction="none").sum(0)
+    return total / max(len(rows), 1)
 
 
 def branch_out(losses: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -438,7 +447,7 @@ class TargetNet(Method):
             self.stage_histories.append(
                 train({"target": target}, rows, stage=f"block{k}", epochs=epochs, network=net, objective=objective)
             )
-            losses.append(task_losses(net, objective, ctx.features[torch.as_tensor(rows)], target[rows]))
+            losses.append(task_losses(net, objective, ctx.features, target, rows=torch.as_tensor(rows)))
             filters.update({(k, n): stage_filters[str(n)] for n in c.used})
         for block in blocks:
             block.requires_grad_(True)

