@@ -3,7 +3,8 @@
 A synthetic pool of up to 1,000,000 × 64 float32 rows (ten Gaussian classes) is written as ``.npy`` files; two
 MLP teachers (five classes each, trained on 20,000 labelled rows) are amalgamated into an MLP student with
 ``kd`` for one epoch, each run in a fresh process on one torch thread with a cold store. Each process reports
-its peak resident memory (``ru_maxrss``) and how fast the store was built. Two ways of giving the pool:
+its peak resident memory (``VmHWM``: ``ru_maxrss`` would carry over the parent's peak, which Linux keeps across
+``exec``) and how fast the store was built. Two ways of giving the pool:
 
 - **file**: ``data=Path("pool.npy")``: rows read from the file as they are used (``amalgamator.data.RowFile``);
 - **array**: ``data=np.load("pool.npy")``: the whole array in memory, for comparison.
@@ -31,7 +32,7 @@ FEATURES, CLASSES = 64, 10
 TARGET = 1.3
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 import numpy as np, torch
 torch.set_num_threads(1)
@@ -43,7 +44,8 @@ t0 = time.perf_counter()
 res = am.amalgamate(teachers, data=data, method="kd", epochs=1, batch_size=1024, store=store, progress=False, seed=0)
 wall = time.perf_counter() - t0
 rows = len(data) if how != "file" else int(np.load(pool, mmap_mode="r").shape[0])
-print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "wall_s": wall,
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(json.dumps({"peak_mb": peak / 1024, "wall_s": wall,
                   "teacher_s": res.timings["teacher"], "train_s": res.timings["train"], "rows": rows}))
 """
 
