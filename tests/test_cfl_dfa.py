@@ -81,6 +81,35 @@ def test_mmd_is_zero_for_identical_samples_and_grows_with_a_shift():
     assert torch.isfinite(b.grad).all()
 
 
+def _mmd_by_autograd(x, y, sigmas):
+    """Eq. 2 spelt out, every kernel matrix through autograd (what the closed-form gradient replaces)."""
+    x, y = torch.nn.functional.normalize(x, dim=1).double(), torch.nn.functional.normalize(y, dim=1).double()
+    d = [torch.cdist(a, b).pow(2) for a, b in ((x, x), (y, y), (x, y))]
+    k = [sum(torch.exp(-m / (2 * s * s)) for s in sigmas) for m in d]
+    return k[0].mean() + k[1].mean() - 2 * k[2].mean()
+
+
+def test_mmd_closed_form_gradient_matches_autograd_and_gradcheck():
+    from amalgamator.methods.cfl import _MMD, SIGMAS
+
+    g = torch.Generator().manual_seed(1)
+    for n, m in ((32, 32), (24, 9)):
+        x0, y0 = torch.randn(n, 8, generator=g), torch.randn(m, 8, generator=g) * 0.5
+        grads = []
+        for f in (lambda a, b: _mmd_by_autograd(a, b, SIGMAS), mmd):
+            x, y = x0.double().requires_grad_(), y0.double().requires_grad_()
+            value = f(x, y)
+            value.backward()
+            grads.append((float(value), x.grad, y.grad))
+        assert grads[0][0] == pytest.approx(grads[1][0], abs=1e-9)
+        torch.testing.assert_close(grads[1][1], grads[0][1], atol=1e-9, rtol=1e-7)
+        torch.testing.assert_close(grads[1][2], grads[0][2], atol=1e-9, rtol=1e-7)
+    gammas = torch.tensor([1 / (2 * s * s) for s in (0.3, 1.0, 2.0)], dtype=torch.float64)
+    x = torch.nn.functional.normalize(torch.randn(6, 4, generator=g, dtype=torch.float64), dim=1).requires_grad_()
+    y = torch.nn.functional.normalize(torch.randn(5, 4, generator=g, dtype=torch.float64), dim=1).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: _MMD.apply(a, b, gammas), (x, y))
+
+
 def test_cfl_with_a_feature_map_teacher(digits):
     x, y, t, p, s = digits
     teachers = [

@@ -85,6 +85,20 @@ def test_gaussian_log_density_matches_scipy():
     assert np.allclose(got.numpy() - 1.5 * np.log(2 * np.pi), expected, atol=1e-8)
 
 
+def test_weighted_gaussians_tied_covariance_is_the_per_class_sum():
+    from amalgamator.methods.mahalanobis import weighted_gaussians
+
+    g = torch.Generator().manual_seed(0)
+    h = (torch.randn(300, 12, generator=g) * 0.1 + 1e3).double()  # a large offset must not cancel the spread
+    resp = torch.rand(300, 4, generator=g).double()
+    means, cov, weights = weighted_gaussians(h, resp)
+    mass = resp.sum(0)
+    want = sum((resp[:, c : c + 1] * (h - means[c])).T @ (h - means[c]) for c in range(4)) / mass.sum()
+    torch.testing.assert_close(cov, want, atol=1e-12, rtol=1e-9)
+    torch.testing.assert_close(means, resp.T @ h / mass[:, None])
+    torch.testing.assert_close(weights, mass / mass.sum())
+
+
 def test_mahalanobis_routes_where_confidence_cannot(digits, experts):
     """Five teachers of two digits: the carried statistics route most rows to their owner, far more
     than calibrated's confidence-based gate, and the student follows."""

@@ -92,8 +92,46 @@ def to_positions(x: torch.Tensor) -> torch.Tensor:
 def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Squared distances, in float64: the σ = 1e-3 kernel is exp(−5·10⁵ d²), so float32 rounding
     (d² ≈ 1e-7 between identical rows) would turn into loss; float64 keeps identical rows 0 apart."""
-    a, b = a.double(), b.double()
     return ((a * a).sum(1, keepdim=True) + (b * b).sum(1) - 2 * a @ b.T).clamp_min(0)
+
+
+#: exponents below this are taken at it: exp(−700) ≈ 1e-304 is 0 next to the kernel's other terms (the σ = 2 term
+#: alone is at least exp(−1/2) between unit vectors), and it keeps exp off its slow underflow path, which the small
+#: bandwidths hit for nearly every pair (measured: 8 × slower)
+EXP_FLOOR = -700.0
+
+
+def _kernel(d: torch.Tensor, gammas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Σ_σ exp(−γ_σ d) and Σ_σ γ_σ exp(−γ_σ d) (minus its derivative in d), elementwise, on one (n, m) matrix."""
+    e = torch.exp((-gammas[:, None, None] * d).clamp_min(EXP_FLOOR))  # (S, n, m)
+    return e.sum(0), torch.tensordot(gammas, e, 1)
+
+
+class _MMD(torch.autograd.Function):
+    """Eq. 2 on unit rows, with its gradient in closed form rather than through 21 kernel matrices.
+
+    For K(a, b) = Σ_σ exp(−γ_σ‖a − b‖²), ∂K/∂a = −2 W(a, b)(a − b) with W = Σ_σ γ_σ exp(−γ_σ‖a − b‖²); so with
+    W_xx, W_xy, W_yy the matrices of W and r(W) = W·1 their row sums,
+    ∂MMD/∂x = −(4/n²)(diag(r(W_xx)) x − W_xx x) + (4/nm)(diag(r(W_xy)) x − W_xy y), and symmetrically for y.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, y: torch.Tensor, gammas: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        kxx, wxx = _kernel(_sq_dists(x, x), gammas)
+        kyy, wyy = _kernel(_sq_dists(y, y), gammas)
+        kxy, wxy = _kernel(_sq_dists(x, y), gammas)
+        ctx.save_for_backward(x, y, wxx, wyy, wxy)
+        return kxx.mean() + kyy.mean() - 2 * kxy.mean()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:  # type: ignore[override]
+        x, y, wxx, wyy, wxy = ctx.saved_tensors
+        n, m = len(x), len(y)
+        gx = -4 / n**2 * (wxx.sum(1, keepdim=True) * x - wxx @ x)
+        gx = gx + 4 / (n * m) * (wxy.sum(1, keepdim=True) * x - wxy @ y)
+        gy = -4 / m**2 * (wyy.sum(1, keepdim=True) * y - wyy @ y)
+        gy = gy + 4 / (n * m) * (wxy.sum(0)[:, None] * y - wxy.T @ x)
+        return grad * gx, grad * gy, None
 
 
 def mmd(x: torch.Tensor, y: torch.Tensor, sigmas: Sequence[float] = SIGMAS, normalize: bool = True) -> torch.Tensor:
@@ -101,19 +139,15 @@ def mmd(x: torch.Tensor, y: torch.Tensor, sigmas: Sequence[float] = SIGMAS, norm
 
     Biased (V-statistic) estimator with the kernel Σ_σ exp(−‖a − b‖² / 2σ²); rows are
     flattened and, as the paper says, L2-normalised first. n and m may differ (C_T, C_S).
-    Zero for identical samples; clamped at 0 like the authors' code.
+    Zero for identical samples; clamped at 0 like the authors' code. Computed in float64 (see
+    :func:`_sq_dists`) with the gradient of :class:`_MMD`.
     """
     x, y = x.flatten(1), y.flatten(1)
     if normalize:
         x, y = F.normalize(x, dim=1), F.normalize(y, dim=1)
-    dxx, dyy, dxy = _sq_dists(x, x), _sq_dists(y, y), _sq_dists(x, y)
-    kxx = kyy = kxy = 0.0
-    for s in sigmas:
-        g = 1.0 / (2.0 * s * s)
-        kxx = kxx + torch.exp(-g * dxx)
-        kyy = kyy + torch.exp(-g * dyy)
-        kxy = kxy + torch.exp(-g * dxy)
-    return (kxx.mean() + kyy.mean() - 2 * kxy.mean()).clamp_min(0).to(x.dtype)
+    gammas = torch.tensor([1.0 / (2.0 * s * s) for s in sigmas], dtype=torch.float64, device=x.device)
+    value = _MMD.apply(x.double(), y.double(), gammas)
+    return value.clamp_min(0).to(x.dtype)
 
 
 # The common feature learning block (§4.1, Fig. 2) ----------------------------------------------------
@@ -167,6 +201,15 @@ class CommonSpace(nn.Module):
 
     def student(self, feature: torch.Tensor) -> torch.Tensor:
         return self.common(self.align_s, feature)
+
+    def common_all(self, student: torch.Tensor, teachers: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """:meth:`student` and :meth:`teacher` of every teacher in one pass of the shared extractor over the
+        positions of all sides stacked (the same weights act position-wise; a third of the small products)."""
+        sides = [to_positions(self.align_s(student))]
+        sides += [to_positions(align(f)) for align, f in zip(self.align_t, teachers, strict=True)]
+        flat = self.extractor(torch.cat([h.reshape(-1, h.shape[-1]) for h in sides]))
+        parts = flat.split([h.shape[0] * h.shape[1] for h in sides])
+        return [part.view(h.shape[0], h.shape[1], -1) for part, h in zip(parts, sides, strict=True)]
 
     def teacher(self, i: int, feature: torch.Tensor) -> torch.Tensor:
         return self.common(self.align_t[i], feature)
@@ -228,12 +271,12 @@ class CFL(Method):
             l_c = (tau**2) * F.binary_cross_entropy_with_logits(out.logits / tau, batch["target_prob"])
         else:
             l_c = (tau**2) * soft_cross_entropy(batch["target_prob"], out.logits / tau)  # Eq. 5
-        h_s = self.block.student(out.features).mean(1)
+        f_ts = [batch[f"cfl_feature_{i}"] for i in range(len(self.block.align_t))]
+        h_s, *h_ts = self.block.common_all(out.features, f_ts)
+        h_s = h_s.mean(1)
         l_m = out.logits.new_zeros(())
         l_r = out.logits.new_zeros(())
-        for i in range(len(self.block.align_t)):
-            f_t = batch[f"cfl_feature_{i}"]
-            h_t = self.block.teacher(i, f_t)
+        for i, (f_t, h_t) in enumerate(zip(f_ts, h_ts, strict=True)):
             l_m = l_m + mmd(h_t.mean(1), h_s)  # Eq. 2–3
             l_r = l_r + F.mse_loss(self.block.dec_t[i](h_t), to_positions(f_t))  # Eq. 4
         return alpha * l_c + (1 - alpha) * (l_m + l_r)  # Eq. 6

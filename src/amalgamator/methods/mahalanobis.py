@@ -47,6 +47,7 @@ from ..statistics import INPUT, gaussian_log_density, input_matrix
 from ..store import LOGITS, feature_piece
 from ..teachers import Teacher
 from .base import Context, Count, Flag, Method, Positive, Range, StudentOutput, register, soft_cross_entropy
+from .calibrated import calibrate, softmax
 
 
 def teacher_space(ctx: Context, i: int) -> torch.Tensor:
@@ -70,10 +71,12 @@ def weighted_gaussians(h: torch.Tensor, resp: torch.Tensor) -> tuple[torch.Tenso
     """Class means, tied covariance and class weights from soft class responsibilities (rows, classes)."""
     mass = resp.sum(0).clamp(min=1e-9)
     means = resp.T @ h / mass[:, None]
-    cov = torch.zeros(h.shape[1], h.shape[1], dtype=h.dtype)
-    for c in range(resp.shape[1]):
-        centred = h - means[c]
-        cov += (centred * resp[:, c : c + 1]).T @ centred
+    # Σ_c Σ_i r_ic (h_i − μ_c)(h_i − μ_c)ᵀ = Σ_i (Σ_c r_ic) h_i h_iᵀ − Σ_c m_c μ_c μ_cᵀ (as Σ_i r_ic h_i = m_c μ_c):
+    # one product over the rows instead of one per class. Taken about the pool mean (the covariance does not
+    # move with it), so the difference does not cancel large offsets.
+    centre = h.mean(0)
+    hc, mc = h - centre, means - centre
+    cov = (hc * resp.sum(1, keepdim=True)).T @ hc - (mc * mass[:, None]).T @ mc
     return means, cov / mass.sum(), mass / mass.sum()
 
 
@@ -84,18 +87,18 @@ def route(log_ratio: torch.Tensor, shares: torch.Tensor, sharpness: float = 1.0,
     logits = sharpness * log_ratio + shares.log()
     bias = torch.zeros(len(shares), dtype=logits.dtype)
     for _ in range(iterations if balanced else 0):
-        step = shares.log() - (logits + bias).softmax(1).mean(0).clamp(min=1e-12).log()
+        step = shares.log() - softmax(logits + bias).mean(0).clamp(min=1e-12).log()
         bias = bias + step
         if float(step.abs().max()) < 1e-6:
             break
-    return (logits + bias).softmax(1)
+    return softmax(logits + bias)
 
 
 def routed_mixture(ctx: Context, gate: torch.Tensor) -> torch.Tensor:
     """Step 4: Σ_k P(k | x) · softmax(z_k(x)) placed on teacher k's labels in the union."""
     target = torch.zeros(len(ctx), len(ctx.union), dtype=torch.float64)
     for i in range(len(ctx.teachers)):
-        target[:, ctx.positions(i)] += gate[:, i : i + 1] * ctx.logits(i).double().softmax(-1)
+        target[:, ctx.positions(i)] += gate[:, i : i + 1] * softmax(ctx.logits(i).double())
     return target
 
 
@@ -189,8 +192,6 @@ class Mahalanobis(Method):
     def _pool_fitted(self, ctx: Context, spaces: list[torch.Tensor], background: list[torch.Tensor],
                      shares: torch.Tensor, floor: float) -> torch.Tensor:  # fmt: skip
         """Gaussians fitted to the pool rows each teacher claims, re-estimated from the routing."""
-        from .calibrated import calibrate
-
         n = len(ctx.teachers)
         logits = [ctx.logits(i) for i in range(n)]
         posterior = calibrate(logits, [ctx.positions(i) for i in range(n)], ctx.owners, list(ctx.union)).target
@@ -199,7 +200,7 @@ class Mahalanobis(Method):
         for _ in range(int(self.options["iterations"])):
             ratios = []
             for i, h in enumerate(spaces):
-                resp = gate[:, i : i + 1] * logits[i].double().softmax(-1)  # claimed rows, by class
+                resp = gate[:, i : i + 1] * softmax(logits[i].double())  # claimed rows, by class
                 means, cov, weights = weighted_gaussians(h, resp)
                 ratios.append(gaussian_log_density(h, means, cov, weights, floor) - background[i])
             gate = route(
