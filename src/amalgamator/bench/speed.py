@@ -491,6 +491,16 @@ def _bound(row: dict[str, Any], floor: dict[str, Any]) -> str:
     return "; ".join(f"{name} {secs:+.1f} s" for name, secs in top if abs(secs) >= 0.05) or "—"
 
 
+def _own_parameters(method: Any, student: Any) -> dict[str, int]:
+    """Parameters of the networks a method trains beside the student (CFL's common space), against the student's:
+    work the floor, which trains the student alone, does not do."""
+    modules = method.modules()
+    if modules is None:
+        return {}
+    return {"own_parameters": sum(p.numel() for p in modules.parameters()),
+            "student_parameters": sum(p.numel() for p in student.network.parameters())}  # fmt: skip
+
+
 def method_case(mc: MethodCase, quick: bool = False) -> dict[str, Any]:
     """Every row of ``mc`` in this process: the calls sharing one store, each row's cold call, its teachers-in-
     the-loop run, the floor; the label-free rows that miss :data:`TARGET_RATIO` profiled on a warm store."""
@@ -612,8 +622,10 @@ def _method_case(mc: MethodCase, quick: bool) -> dict[str, Any]:
                     if not quick:
                         prof = cProfile.Profile()
                         row = next(x for x in rows if x[0] == name)
-                        _amalgamate(problem, mc, row, shared, profile=prof)
+                        method = _method_object(row)
+                        _amalgamate(problem, mc, row, shared, method=method, profile=prof)
                         r["profile"] = _profile_top(prof)
+                        r.update(_own_parameters(method, student))
     out["rows"] = results
     out["seconds"] = time.perf_counter() - started
     return out
@@ -791,8 +803,10 @@ def _methods_markdown(m: dict[str, Any]) -> list[str]:
         for k, r in misses.items():
             prof = [p for p in r.get("profile", []) if p["ours"]][:4]
             named = "; ".join(f"`{p['function']}` {p['cum_s']:.1f} s" for p in prof)
+            own = (f" The method trains {r['own_parameters']:,} parameters of its own beside the student's "
+                   f"{r['student_parameters']:,}, every step." if r.get("own_parameters") else "")  # fmt: skip
             lines.append(f"- **{k}** ({r['ratio']:.2f}×): beyond the floor: {r['bound']}."
-                         + (f" Profile of a warm call (cumulative): {named}." if named else ""))  # fmt: skip
+                         + (f" Profile of a warm call (cumulative): {named}." if named else "") + own)  # fmt: skip
         lines.append("")
     return lines
 
