@@ -105,6 +105,46 @@ def test_teacher_pass_over_a_file_equals_the_array(teachers, pool_file, tmp_path
         assert torch.equal(got[piece], want[piece])
 
 
+def test_a_pass_over_a_file_reads_every_row_through_one_small_buffer(pool_file):
+    x, path = pool_file
+    rows = Inputs(path)._file
+    assert rows is not None
+    seen = [(start, chunk.clone(), chunk.untyped_storage().data_ptr()) for start, chunk in rows.chunks(1000)]
+    assert len(seen) > 3 and len({ptr for _, _, ptr in seen}) == 1  # one buffer, reused
+    assert torch.equal(torch.cat([c for _, c, _ in seen]), torch.as_tensor(x))
+    assert [s for s, _, _ in seen] == list(range(0, len(x), 1000 // rows.row_bytes))
+    part = rows.part(100, 250)
+    assert torch.equal(torch.cat([c.clone() for _, c in part.chunks(1000)]), torch.as_tensor(x[100:250]))
+
+
+def test_a_method_lets_go_of_the_teachers_outputs_before_the_student_trains(teachers, pool_file, tmp_path):
+    """kd's targets hold everything its loss reads: the stored logits (on disk) need not stay in memory too."""
+    from amalgamator.labels import LabelSpace
+    from amalgamator.methods.base import Context, place_in_union
+    from amalgamator.methods.kd import KD
+
+    x, path = pool_file
+    inputs = Inputs(path)
+    outputs = [TeacherStore(tmp_path / "store").get(t, inputs) for t in teachers]
+    union = LabelSpace.union([t.labels for t in teachers])
+    ctx = Context(teachers=list(teachers), union=union, outputs=outputs, inputs=inputs, y=torch.full((len(x),), -1))
+    n, parts = len(x), [(ctx.positions(i), ctx.logits(i)) for i in range(len(teachers))]
+    total, count = torch.zeros(n, len(union)), torch.zeros(len(union))
+    for pos, lg in parts:  # the union target as it was computed before it was computed in place
+        total[:, pos] += lg
+        count[pos] += 1
+    assert torch.equal(place_in_union(parts, len(union), "mean"), total / count)
+    seen = {}
+
+    def train(targets, rows):
+        seen.update(targets=targets, rows=rows, held=[dict(o) for o in outputs])
+        return "history"
+
+    assert KD().run(ctx, train) == "history"
+    assert seen["held"] == [{}, {}] and torch.equal(seen["targets"]["target_logits"], total / count)
+    assert np.array_equal(seen["rows"], np.arange(n))
+
+
 @pytest.fixture
 def streaming(monkeypatch, tmp_path):
     """Stream every numeric table, 7 rows at a time, into a cache of this test's own."""

@@ -571,7 +571,13 @@ def _gather_rows(
         )
     if method_obj.uses_labels == "required" and labeled is None:
         raise MethodError(f"method {method!r} trains on labels: pass labeled=(x, y) with y as label names.")
-    return parts, torch.cat(y_parts)
+    return parts, _joined(y_parts)
+
+
+def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The parts one after the other; a single part as it is (``torch.cat`` would copy it: a pool's size of
+    memory for nothing)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def _fill_store(
@@ -587,7 +593,7 @@ def _fill_store(
     for t in teachers:
         pieces = method_obj.pieces(t)
         got = [store_obj.get(t, part, pieces, ranks=ranks) for part in parts]
-        outputs.append({p: torch.cat([g[p] for g in got]) for p in pieces})
+        outputs.append({p: _joined([g[p] for g in got]) for p in pieces})
     return store_obj, outputs
 
 

@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import mmap
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ def _as_tensor(arr: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
         raise DataError(f"{what} is a scalar; give one row per example.")
     if t.ndim > 1 and 0 in t.shape[1:]:
         raise DataError(f"{what} has rows of shape {tuple(t.shape[1:])}, which hold no values; give at least one.")
-    if t.is_floating_point() and not torch.isfinite(t).all() and not _is_nan_padding(t):
+    if t.is_floating_point() and not _all_finite(t) and not _is_nan_padding(t):
         bad = int((~torch.isfinite(t)).reshape(len(t), -1).any(1).sum())
         raise DataError(
             f"{what} holds NaN or infinite values in {bad} rows; clean or drop them first "
@@ -287,8 +287,12 @@ class Inputs:
             else:
                 t: torch.Tensor = self.values  # type: ignore[assignment]
                 h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-                for start, stop in _row_chunks(t):  # in chunks: no copy of the whole pool
-                    hash_bytes(h, self.take(slice(start, stop)) if self._file is not None else t[start:stop])
+                if self._file is not None:  # the same bytes in the same order as the tensor's
+                    for _, chunk in self._file.chunks():
+                        hash_bytes(h, chunk)
+                else:
+                    for start, stop in _row_chunks(t):  # views in chunks: no copy of the whole pool
+                        hash_bytes(h, t[start:stop])
             self._fp = h.hexdigest()
         return self._fp
 
@@ -311,8 +315,9 @@ class Inputs:
         return Inputs(torch.cat([p.values for p in parts]))  # type: ignore[misc]
 
 
-#: rows checked for NaN at a time in a pool on disk
-CHECK_BYTES = 16 << 20
+#: bytes read at a time in a pass over a pool on disk (NaN check, fingerprint), into one buffer reused for the
+#: whole pass: large short-lived buffers raise glibc's mmap threshold and stay resident in its heap once freed
+READ_BYTES = 1 << 20
 
 
 class RowFile:
@@ -352,6 +357,17 @@ class RowFile:
                 raise DataError(f"{self.path} ended early: it was changed or truncated while in use.")
             done += got
 
+    def chunks(self, size: int = READ_BYTES) -> Iterator[tuple[int, torch.Tensor]]:
+        """Every row in order as ``(first row, rows)``, about ``size`` bytes at a time, read into one buffer that
+        the next chunk overwrites (use each before asking for the next): a pass allocates one small buffer."""
+        n = self.shape[0]
+        step = max(1, size // max(1, self.row_bytes))
+        buf = np.empty((min(step, n), *self.shape[1:]), dtype=self.dtype)
+        for start in range(0, n, step):
+            out = buf[: min(step, n - start)]
+            self._fill(out, start)
+            yield start, torch.from_numpy(out)
+
     def take(self, idx: Any, n: int) -> torch.Tensor:
         """Rows at ``idx`` (a slice, or indices) as a new tensor."""
         if isinstance(idx, slice):
@@ -377,6 +393,11 @@ def _row_chunks(t: torch.Tensor, size: int = CHUNK_BYTES) -> list[tuple[int, int
     per_row = max(1, t[0].numel() * t.element_size()) if len(t) else 1
     step = max(1, size // per_row)
     return [(i, min(len(t), i + step)) for i in range(0, len(t), step)]
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """Whether every value is finite, checked a chunk of rows at a time: no mask the size of the data."""
+    return all(bool(torch.isfinite(t[start:stop]).all()) for start, stop in _row_chunks(t, READ_BYTES))
 
 
 def _mappable(arr: np.ndarray) -> bool:
@@ -420,8 +441,7 @@ def _file_rows(arr: np.memmap, what: str) -> tuple[torch.Tensor, RowFile]:
         raise DataError(f"{what} has rows of shape {tuple(t.shape[1:])}, which hold no values; give at least one.")
     rows = RowFile(Path(arr.filename), int(arr.offset), arr.dtype, tuple(arr.shape))
     if t.is_floating_point():
-        for start, stop in _row_chunks(t, CHECK_BYTES):
-            chunk = rows.take(slice(start, stop), len(t))
+        for start, chunk in rows.chunks():
             finite = torch.isfinite(chunk).reshape(len(chunk), -1).all(1)
             if not finite.all():
                 bad = start + int((~finite).nonzero()[0, 0])

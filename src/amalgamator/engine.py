@@ -175,7 +175,7 @@ def _fingerprint(
             hash_bytes(h, tensor)
         else:  # a row view (a pool on disk, sparse rows): its own identity
             h.update(f"{name}{rows_fingerprint(tensor)}".encode())
-    h.update(np.asarray(rows, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(rows, dtype=np.int64).reshape(-1).data)  # the bytes ``tobytes`` gave, uncopied
     return h.hexdigest()[:24]
 
 

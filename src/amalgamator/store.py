@@ -433,11 +433,20 @@ class TeacherStore:
             raise StoreError(f"unknown store piece {piece!r}; use 'logits', 'features/<path>' or mc_piece(...).")
 
 
+#: rows of a teacher's outputs checked for NaN at a time: no mask the size of the outputs
+CHECK_ROWS = 1 << 16
+
+
 def _check_finite(teacher: Teacher, value: torch.Tensor) -> None:
-    bad = ~torch.isfinite(value).reshape(len(value), -1).all(1)
-    if bad.any():
-        rows = bad.nonzero().flatten()
+    flat = value.reshape(len(value), -1)
+    count, first = 0, -1
+    for start in range(0, len(flat), CHECK_ROWS):
+        bad = ~torch.isfinite(flat[start : start + CHECK_ROWS]).all(1)
+        if bad.any():
+            first = first if count else start + int(bad.nonzero()[0, 0])
+            count += int(bad.sum())
+    if count:
         raise TeacherError(
-            f"teacher {teacher.name!r} produced NaN or infinite logits for {len(rows)} of {len(value)} "
-            f"examples (first at row {int(rows[0])}); check the teacher's weights and the input scaling."
+            f"teacher {teacher.name!r} produced NaN or infinite logits for {count} of {len(value)} "
+            f"examples (first at row {first}); check the teacher's weights and the input scaling."
         )

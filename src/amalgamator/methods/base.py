@@ -150,6 +150,13 @@ class Context:
     def logits(self, i: int) -> torch.Tensor:
         return self.outputs[i][LOGITS]
 
+    def release_outputs(self) -> None:
+        """Let go of the teachers' outputs (they stay on disk in the store) once a method has computed what it trains
+        on from them: a large pool then does not hold both while the student trains. Emptied in place, so no other
+        holder of these dicts keeps them alive."""
+        for out in self.outputs:
+            out.clear()
+
     def student_shapes(self, taps: list[str] = ()) -> dict[str, tuple[int, ...]]:
         """Per-row shapes of the student's penultimate feature (key ``"features"``) and of ``taps``."""
         net = self.student.network
@@ -331,8 +338,11 @@ class Method:
 
     def run(self, ctx: Context, train: Trainer) -> Any:
         """Train the student and return the engine's History. The default is one engine pass over
-        ``prepare``'s targets; methods with several stages (self-training rounds) override it."""
-        return train(self.prepare(ctx), self.train_rows(ctx))
+        ``prepare``'s targets; methods with several stages (self-training rounds) override it. ``loss`` reads only
+        its batch, so the teachers' outputs are released before training (``Context.release_outputs``)."""
+        targets, rows = self.prepare(ctx), self.train_rows(ctx)
+        ctx.release_outputs()
+        return train(targets, rows)
 
 
 class EmbeddingMethod(Method):
@@ -430,10 +440,13 @@ def place_in_union(parts: Sequence[tuple[torch.Tensor, torch.Tensor]], n_union: 
             best[:, pos] = torch.maximum(best[:, pos], lg)
         return best
     total, count = torch.zeros(n, n_union), torch.zeros(n_union)
-    for pos, lg in parts:
-        total[:, pos] += lg
+    for pos, lg in parts:  # in place: the sums and quotients of ``total[:, pos] += lg; total / count``, bit for bit
+        if lg.dtype == total.dtype:  # without a copy of the columns (a teacher's positions are distinct)
+            total.index_add_(1, torch.as_tensor(pos, dtype=torch.long), lg)
+        else:  # e.g. float64 logits: added in their precision, as before
+            total[:, pos] += lg
         count[pos] += 1
-    return total / count
+    return total.div_(count)  # and without a second (rows, n_union) tensor
 
 
 def union_logits(ctx: Context, reduce: str = "mean") -> torch.Tensor:
