@@ -106,3 +106,24 @@ def test_method_case_measures_every_part_and_renders(monkeypatch):
     assert muki["floor_s"] > kd["floor_s"] > got["floor"]["fit_s"] > 0
     md = "\n".join(speed._methods_markdown(got))
     assert "| kd |" in md and "### Teachers in the loop" in md and "### Monte-Carlo dropout (MUKI)" in md
+
+
+def test_speed_parts_recompute_into_the_last_result_and_name_their_errors(tmp_path, monkeypatch):
+    import json
+
+    from amalgamator.bench import speed
+    from amalgamator.errors import AmalgamatorError
+
+    with pytest.raises(AmalgamatorError, match="no part 'fortune'.*fortunes"):
+        speed.run(tmp_path, rows=["fortune"])
+    with pytest.raises(AmalgamatorError, match="run `amalgamator bench speed` whole first"):
+        speed.run(tmp_path, rows=["startup"])
+    last = {"machine": "m", "quick": False, "cores": 2, "suite_s": 60.0, "startup": {"old": 1},
+            "kd_digits": {"kept": True}, "methods": {}}  # fmt: skip
+    (tmp_path / "speed.json").write_text(json.dumps(last))
+    monkeypatch.setattr(speed, "startup_times", lambda repeats: {"new": repeats})
+    monkeypatch.setattr(speed, "markdown", lambda r: "md")
+    got = speed.run(tmp_path, rows=["startup"])
+    assert got["startup"] == {"new": 5} and got["kd_digits"] == {"kept": True} and got["suite_s"] == 60.0
+    assert got["recomputed"]["parts"] == ["startup"]
+    assert json.loads((tmp_path / "speed.json").read_text())["startup"] == {"new": 5}

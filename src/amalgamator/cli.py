@@ -513,7 +513,10 @@ def bench(
     out: Annotated[Path | None, typer.Option(help="Folder for results and tables.")] = None,
     rows: Annotated[
         str | None,
-        typer.Option(help="Comma-separated rows to (re)compute into an existing result (multiclass, semisupervised)."),
+        typer.Option(
+            help="Comma-separated rows to (re)compute into an existing result (multiclass, semisupervised; "
+            "speed: its parts)."
+        ),
     ] = None,
     threads: Threads = None,
     verbose: Verbose = False,

@@ -64,7 +64,8 @@ def run_suite(
     if rows:
         if "rows" not in inspect.signature(fn).parameters:
             raise AmalgamatorError(
-                f"suite {name!r} always runs all its rows; --rows works with: multiclass, semisupervised."
+                f"suite {name!r} always runs all its rows; --rows works with: multiclass, semisupervised, "
+                "speed (its parts)."
             )
         return fn(out=out_dir, quick=quick, seeds=seeds, rows=rows)
     return fn(out=out_dir, quick=quick, seeds=seeds)

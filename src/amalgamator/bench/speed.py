@@ -508,12 +508,19 @@ def _bound(row: dict[str, Any], floor: dict[str, Any]) -> str:
     """What a row's cold call spends beyond its floor, part by part, largest first (the profile names the code)."""
     c = row["cold"]
     bare_pass = floor["pass_s"] - (0.0 if c["cold_bank"] else floor.get("banked_s", 0.0))
-    parts = {"student training beyond the bare loop": c["train_s"] - floor["fit_s"],
+    fit_s = floor.get("fit_by_student", {}).get(row.get("student"), floor["fit_s"])
+    parts = {"student training beyond the bare loop": c["train_s"] - fit_s,
              "outside training (store reads, featurizing, prepare, auxiliary learners)": c["outside_s"],
              "teacher pass beyond the bare one": c["teacher_s"] - bare_pass,
              "MC passes beyond the plain loop": c["mc_s"] - (floor["mc_s"] if row["uses_mc"] else 0.0)}  # fmt: skip
     top = sorted(parts.items(), key=lambda kv: -kv[1])
     return "; ".join(f"{name} {secs:+.1f} s" for name, secs in top if abs(secs) >= 0.05) or "—"
+
+
+def _student_kind(student: Any) -> str:
+    """A student network's class and size: rows whose methods build different students get floors of their own."""
+    net = student.network
+    return f"{type(net).__name__}, {sum(p.numel() for p in net.parameters()):,} parameters"
 
 
 def _own_parameters(method: Any, student: Any) -> dict[str, int]:
@@ -563,6 +570,7 @@ def _method_case(mc: MethodCase, quick: bool) -> dict[str, Any]:
         shared = session / "store"
         results: dict[str, dict[str, Any]] = {}
         student = None
+        students: dict[str, Any] = {}  # each distinct student network (ANT's chain head), by _student_kind
         with bank_at(session):
             progress.console.print(f"speed: {mc.key}: {len(rows)} rows sharing one store …")
             for row in rows:  # one store for every row: the first pays the teacher pass, MUKI's first its MC
@@ -577,6 +585,8 @@ def _method_case(mc: MethodCase, quick: bool) -> dict[str, Any]:
                                    "warm": warm, "uses_mc": any(p.startswith("mc/") for t in problem.teachers
                                                                 for p in _method_object(row).pieces(t))}  # fmt: skip
                 student = res.student if student is None else student
+                results[row[0]]["student"] = _student_kind(res.student)
+                students.setdefault(results[row[0]]["student"], res.student)
                 progress.console.print(f"  {row[0]}: {first['wall_s']:.1f} s (teacher {first['teacher_s']:.1f} s, "
                                        f"MC {first['mc_s']:.1f} s), warm {warm['wall_s']:.1f} s")  # fmt: skip
         for i, row in enumerate(rows):  # each row's first call on a cold store (and, for some, a cold bank)
@@ -605,14 +615,18 @@ def _method_case(mc: MethodCase, quick: bool) -> dict[str, Any]:
             feats = student.featurizer.transform(Inputs(problem.x, what="pool"))
         noise = torch.randn(len(feats), len(student.labels), generator=torch.Generator().manual_seed(0))
         target = torch.sigmoid(noise) if mc.bce else torch.softmax(noise, -1)
-        fits = [bare_fit(student.network, feats, target, batch_size=mc.batch_size, epochs=mc.epochs, lr=problem.lr,
-                         bce=mc.bce) for _ in range(1 if quick else 3)]  # fmt: skip
-        fit_s = min(f[0] for f in fits)
+        # a row whose method builds another student (ANT's chain head) is held to that student's own bare loop
+        fit_runs = {kind: [bare_fit(st.network, feats, target, batch_size=mc.batch_size, epochs=mc.epochs,
+                                    lr=problem.lr, bce=mc.bce) for _ in range(1 if quick else 3)]
+                    for kind, st in students.items()}  # fmt: skip
+        fit_by_student = {kind: min(f[0] for f in runs) for kind, runs in fit_runs.items()}
+        fits = fit_runs[_student_kind(student)]
+        fit_s = fit_by_student[_student_kind(student)]
         featurize_s = student_featurize_seconds(student, problem.teachers, problem.x, passes)
         floor = {"passes": passes, "pass_s": _pass_total(passes), "pass_runs": pass_runs,
                  "mc_s": sum(p["mc_s"] for p in passes.values()), "fit_s": fit_s, "fit_runs": [f[0] for f in fits],
                  "fit_steps": fits[0][1], "rows_per_s": len(feats) * mc.epochs / fit_s,
-                 "student_featurize_s": featurize_s,
+                 "student_featurize_s": featurize_s, "fit_by_student": fit_by_student,
                  "banked_s": sum(passes[t.name]["preprocess_s"] for t in problem.teachers if _banked(t))}  # fmt: skip
         out["floor"] = floor
         progress.console.print(f"speed: {mc.key}: teachers in the loop …")
@@ -634,10 +648,11 @@ def _method_case(mc: MethodCase, quick: bool) -> dict[str, Any]:
                 # a cold call that found the sentence embeddings in the bank is held to a floor without the encoder's
                 # pass, and compared with the teachers in the loop with that pass added back (``banked_s``)
                 banked = 0.0 if r["cold"]["cold_bank"] else floor["banked_s"]
-                r["floor_s"] = floor["pass_s"] - banked + (floor["mc_s"] if r["uses_mc"] else 0.0) + fit_s
+                own_fit = fit_by_student[r["student"]]
+                r["floor_s"] = floor["pass_s"] - banked + (floor["mc_s"] if r["uses_mc"] else 0.0) + own_fit
                 r["ratio"] = r["cold"]["wall_s"] / r["floor_s"]
-                r["warm_ratio"] = r["warm"]["wall_s"] / fit_s
-                r["fit_ratio"] = r["warm"]["train_s"] / fit_s
+                r["warm_ratio"] = r["warm"]["wall_s"] / own_fit
+                r["fit_ratio"] = r["warm"]["train_s"] / own_fit
                 r["store_based_s"] = r["cold"]["wall_s"] + banked
                 # a method that trains in stages of its own (TargetNet's blocks) never calls the wrapped loss: no steps
                 steps = r["in_loop"]["steps"]
@@ -682,43 +697,84 @@ def _load() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else []
 
 
-def run(out: Path, quick: bool = False, seeds: int | None = None) -> dict[str, Any]:
-    import torch
+#: the parts of the suite, in running order; ``amalgamator bench speed --rows a,b`` recomputes only those
+PARTS = ("startup", "kd-digits", "tc-syn", FASHION.key, FORTUNES.key, YEAST_ML.key, PAIRS_MT.key, "embedding", "memory")
 
+
+def _method_part(results: dict[str, Any], mc: MethodCase, quick: bool) -> None:
     from ..errors import DataError
+
+    try:
+        results["methods"][mc.key] = method_case(mc, quick)
+    except DataError as exc:  # the dataset is not on this machine (scripts/bench-data.sh)
+        progress.warn(f"speed: {mc.key} skipped: {exc}")
+        results["methods"][mc.key] = {"skipped": str(exc), "title": mc.key}
+
+
+def _embedding_part(results: dict[str, Any]) -> None:
+    from ..errors import DataError
+
+    progress.console.print("speed: embedding teachers …")
+    try:
+        results["embedding"] = speed_kinds.embedding_case()
+    except DataError as exc:
+        progress.warn(f"speed: embedding teachers skipped: {exc}")
+        results["embedding"] = {"skipped": str(exc)}
+
+
+def _previous(path: Path, rows: list[str]) -> dict[str, Any]:
+    """The result ``rows`` are recomputed into: the suite's last JSON."""
+    from ..errors import AmalgamatorError
+
+    unknown = [r for r in rows if r not in PARTS]
+    if unknown:
+        raise AmalgamatorError(f"speed has no part {', '.join(map(repr, unknown))}; its parts: {', '.join(PARTS)}.")
+    if not path.is_file():
+        raise AmalgamatorError(f"--rows recomputes parts of an existing result, and {path} is not there: run "
+                               "`amalgamator bench speed` whole first.")  # fmt: skip
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def run(out: Path, quick: bool = False, seeds: int | None = None, rows: list[str] | None = None) -> dict[str, Any]:
+    """The whole suite (or, with ``rows``, those :data:`PARTS` of the last result), written beside ``out``."""
+    import torch
 
     started = time.perf_counter()
     torch.set_num_threads(1)  # every timed part runs on one thread
     n_seeds = seeds or (1 if quick else 3)
-    results: dict[str, Any] = {"machine": machine(), "quick": quick, "cores": os.cpu_count(), "load_start": _load()}
-    progress.console.print("speed: start-up times …")
-    results["startup"] = startup_times(3 if quick else 5)
-    progress.console.print("speed: kd on digits …")
-    results["kd_digits"] = kd_digits(epochs=5 if quick else 20, repeats=2 if quick else 5)
-    progress.console.print(f"speed: tc-syn, {n_seeds} seed(s) …")
-    results["tc_syn"] = tc_syn(n_seeds) if not quick else []
-    results["methods"] = {}
-    for mc in [DIGITS_QUICK] if quick else [FASHION, FORTUNES, YEAST_ML, PAIRS_MT]:
-        try:
-            results["methods"][mc.key] = method_case(mc, quick)
-        except DataError as exc:  # the dataset is not on this machine (scripts/bench-data.sh)
-            progress.warn(f"speed: {mc.key} skipped: {exc}")
-            results["methods"][mc.key] = {"skipped": str(exc), "title": mc.key}
-    if not quick:
-        progress.console.print("speed: embedding teachers …")
-        try:
-            results["embedding"] = speed_kinds.embedding_case()
-        except DataError as exc:
-            progress.warn(f"speed: embedding teachers skipped: {exc}")
-            results["embedding"] = {"skipped": str(exc)}
-    progress.console.print("speed: the 1M-row memory curve …")
-    results["memory"] = _memory(out, quick)
-    results["load_end"] = _load()
-    results["suite_s"] = time.perf_counter() - started
     suffix = "-quick" if quick else ""
+    fresh = {"machine": machine(), "quick": quick, "cores": os.cpu_count(), "load_start": _load()}
+    results: dict[str, Any] = {**fresh, **_previous(out / f"speed{suffix}.json", rows)} if rows else fresh
+    results.setdefault("methods", {})
+    todo = set(rows or PARTS)
+    if "startup" in todo:
+        progress.console.print("speed: start-up times …")
+        results["startup"] = startup_times(3 if quick else 5)
+    if "kd-digits" in todo:
+        progress.console.print("speed: kd on digits …")
+        results["kd_digits"] = kd_digits(epochs=5 if quick else 20, repeats=2 if quick else 5)
+    if "tc-syn" in todo:
+        progress.console.print(f"speed: tc-syn, {n_seeds} seed(s) …")
+        results["tc_syn"] = tc_syn(n_seeds) if not quick else []
+    for mc in [DIGITS_QUICK] if quick else [FASHION, FORTUNES, YEAST_ML, PAIRS_MT]:
+        if mc.key in todo or quick:
+            _method_part(results, mc, quick)
+    if "embedding" in todo and not quick:
+        _embedding_part(results)
+    if "memory" in todo:
+        progress.console.print("speed: the 1M-row memory curve …")
+        results["memory"] = _memory(out, quick)
+    if not rows:
+        results["load_end"] = _load()
+    took = time.perf_counter() - started
+    if rows:
+        results["recomputed"] = {"parts": list(rows), "seconds": took}
+    else:
+        results["suite_s"] = took
+        results.pop("recomputed", None)
     write_json(out / f"speed{suffix}.json", results)
     (out / f"speed{suffix}.md").write_text(markdown(results), encoding="utf-8")
-    progress.console.print(f"wrote {out / f'speed{suffix}.md'} ({results['suite_s'] / 60:.1f} min)")
+    progress.console.print(f"wrote {out / f'speed{suffix}.md'} ({took / 60:.1f} min)")
     return results
 
 
@@ -753,6 +809,12 @@ def _methods_markdown(m: dict[str, Any]) -> list[str]:
              f"{fl['fit_s']:.2f} s (fastest of {len(fl['fit_runs'])}, {fl['fit_steps']} steps, "
              f"{fl['rows_per_s']:,.0f} rows/s)." + (f" The student's own features without the bank: "
              f"{fl['student_featurize_s']:.1f} s." if fl["student_featurize_s"] >= 0.5 else ""), ""]  # fmt: skip
+    first_kind = next((r["student"] for r in rows.values() if "student" in r), None)
+    others = {k: v for k, v in fl.get("fit_by_student", {}).items() if k != first_kind}
+    if others:
+        lines += ["Rows whose method builds another student are held to that student's bare loop: "
+                  + "; ".join(f"{', '.join(n for n, r in rows.items() if r.get('student') == k)} ({k}): {v:.2f} s"
+                              for k, v in others.items()) + ".", ""]  # fmt: skip
     banked = [k for k, r in rows.items() if r["cold"]["cold_bank"]]
     table = []
     for name, r in rows.items():
@@ -893,7 +955,9 @@ def markdown(r: dict[str, Any]) -> str:
              "its multi-tensor path, same loss, batches and gradient clipping; no Accelerate, no DataLoader) plus "
              f"one pass of every teacher over the pool. One torch thread.{load}", ""]  # fmt: skip
     if r.get("suite_s"):
-        lines += [f"The whole suite took {r['suite_s'] / 60:.0f} min.", ""]
+        lines += [f"The whole suite took {r['suite_s'] / 60:.0f} min."
+                  + (f" Recomputed since, in another run ({r['recomputed']['seconds'] / 60:.0f} min): "
+                     f"{', '.join(r['recomputed']['parts'])}." if r.get("recomputed") else ""), ""]  # fmt: skip
     targets = _targets(r)
     if targets:
         quick = " Quick mode: a tiny problem whose fixed costs dominate; not a measure of the targets." if r.get(
