@@ -98,9 +98,14 @@ def _below_top(logits: torch.Tensor) -> torch.Tensor:
     return logits - logits.amax(-1, keepdim=True)
 
 
+def _mean_top(below: torch.Tensor, temperature: float) -> float:
+    """Mean top probability at ``temperature`` from :func:`_below_top`'s gaps."""
+    return float((below / temperature).exp().sum(1).reciprocal().mean())
+
+
 def top_probability(logits: torch.Tensor, temperature: float = 1.0) -> float:
     """Mean over rows of the largest softmax probability at ``temperature``."""
-    return float((_below_top(logits) / temperature).exp().sum(1).reciprocal().mean())
+    return _mean_top(_below_top(logits), temperature)
 
 
 def fit_temperature(logits: torch.Tensor, target: float, lo: float = 1e-2, hi: float = 1e3) -> float:
@@ -116,7 +121,7 @@ def fit_temperature(logits: torch.Tensor, target: float, lo: float = 1e-2, hi: f
     a, b = math.log(lo), math.log(hi)
     while b - a > 1e-10:
         mid = (a + b) / 2
-        if float((below / math.exp(mid)).exp().sum(1).reciprocal().mean()) > target:
+        if _mean_top(below, math.exp(mid)) > target:
             a = mid
         else:
             b = mid
