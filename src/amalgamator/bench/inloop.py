@@ -51,6 +51,11 @@ def live_outputs(teacher: Teacher, raw: Batch, pieces: Sequence[str]) -> dict[st
     return out
 
 
+def _inner(attr: str) -> Any:
+    """A read-only property that reads ``attr`` of the wrapped method."""
+    return property(lambda self: getattr(self.inner, attr))
+
+
 class TeachersInLoop(Method):
     """``inner`` with every teacher run on each training batch before the loss (the published codes' way).
 
@@ -78,46 +83,17 @@ class TeachersInLoop(Method):
             raise AttributeError(attr)
         return getattr(inner, attr)
 
-    # The inner method's identity ----------------------------------------------------------------------
-    @property  # type: ignore[override]
-    def name(self) -> str:
-        return self.inner.name
-
-    @property  # type: ignore[override]
-    def uses_labels(self) -> str:
-        return self.inner.uses_labels
-
-    @property  # type: ignore[override]
-    def trains(self) -> bool:
-        return self.inner.trains
-
-    @property  # type: ignore[override]
-    def needs(self) -> frozenset[str]:
-        return self.inner.needs
-
-    @property  # type: ignore[override]
-    def kinds(self) -> frozenset[str]:
-        return self.inner.kinds
-
-    @property  # type: ignore[override]
-    def options(self) -> dict[str, Any]:
-        return self.inner.options
-
-    @property  # type: ignore[override]
-    def student_taps(self) -> list[str]:
-        return self.inner.student_taps
-
-    @property  # type: ignore[override]
-    def optimizer_options(self) -> dict[str, Any]:
-        return self.inner.optimizer_options
-
-    @property  # type: ignore[override]
-    def variant(self) -> str:
-        return self.inner.variant
-
-    @property  # type: ignore[override]
-    def diagnostics(self) -> dict[str, torch.Tensor]:
-        return self.inner.diagnostics
+    # The inner method's identity (read-only, taken from it: ``Method``'s class attributes would shadow ``__getattr__``)
+    name = _inner("name")
+    uses_labels = _inner("uses_labels")
+    trains = _inner("trains")
+    needs = _inner("needs")
+    kinds = _inner("kinds")
+    options = _inner("options")
+    student_taps = _inner("student_taps")
+    optimizer_options = _inner("optimizer_options")
+    variant = _inner("variant")
+    diagnostics = _inner("diagnostics")
 
     def student_kind(self, kinds: set[str]) -> str:  # type: ignore[override]
         return self.inner.student_kind(kinds)

@@ -118,32 +118,43 @@ def _chain(in_dim: int, n_labels: int, seed: int) -> ChainClassifier:
     return ChainClassifier(in_dim, n_labels, hidden=64, body=(128,))
 
 
-def run_job(key: str, seed: int, quick: bool) -> dict[str, Any]:
-    """One setting and seed: train the teachers, then every row's student; score all on the test split."""
+def split_and_teachers(setting: Setting, seed: int, b: Budget) -> dict[str, Any]:
+    """One (setting, seed)'s Yeast splits (the train split halved into the pool and the teachers' rows), the
+    teachers' label sets and disjoint row parts, and the chain teachers trained on them (also the speed suite's)."""
     import amalgamator as am
 
-    setting = next(s for s in SETTINGS if s.key == key)
-    b = budget(quick)
-    t0 = time.perf_counter()
     sp = yeast_splits(seed)
     names = list(sp["labels"])
     x_tr, y_tr = sp["x_train"], sp["y_train"].astype(np.float32)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(x_tr))
+    order = np.random.default_rng(seed).permutation(len(x_tr))
     pool, teach = np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2 :])
     sets = teacher_label_sets(len(names), setting.teachers, setting.shared, seed)
     parts = teacher_data_split(len(teach), setting.teachers, seed)
-    teachers, teacher_scores = [], []
+    teachers = []
     for k, (labels, rows) in enumerate(zip(sets, parts, strict=True)):
         rows = teach[rows]
         xt, yt = torch.as_tensor(x_tr[rows]), torch.as_tensor(y_tr[rows][:, labels])
         net = fit_chain(_chain(x_tr.shape[1], len(labels), 1000 * seed + k), xt, yt, b.teacher_steps,
                         seed * 100 + k, b.lr, b.batch_size, setting.force_rate)  # fmt: skip
-        t = am.Teacher(net, [names[j] for j in labels], name=f"T{k + 1}", kind="chain", features="body")
+        teachers.append(am.Teacher(net, [names[j] for j in labels], name=f"T{k + 1}", kind="chain", features="body"))
+    return {"splits": sp, "names": names, "pool": pool, "teach": teach, "sets": sets, "parts": parts,
+            "teachers": teachers}  # fmt: skip
+
+
+def run_job(key: str, seed: int, quick: bool) -> dict[str, Any]:
+    """One setting and seed: train the teachers, then every row's student; score all on the test split."""
+
+    setting = next(s for s in SETTINGS if s.key == key)
+    b = budget(quick)
+    t0 = time.perf_counter()
+    job = split_and_teachers(setting, seed, b)
+    sp, names, sets, parts, pool, teachers = (job[k] for k in ("splits", "names", "sets", "parts", "pool", "teachers"))
+    x_tr, y_tr = sp["x_train"], sp["y_train"].astype(np.float32)
+    teacher_scores = []
+    for labels, t in zip(sets, teachers, strict=True):
         with torch.no_grad():
-            pred = (torch.sigmoid(net(torch.as_tensor(sp["x_test"]))) > 0.5).int().numpy()
+            pred = (torch.sigmoid(t.model(torch.as_tensor(sp["x_test"]))) > 0.5).int().numpy()
         teacher_scores.append(_scores(sp["y_test"][:, labels], pred))
-        teachers.append(t)
     x_pool = x_tr[pool]
     common = dict(student="mlp", student_options={"hidden": [128]}, epochs=b.student_epochs,
                   batch_size=b.batch_size, lr=b.lr, seed=seed, progress=False)  # fmt: skip

@@ -45,34 +45,18 @@ REPEAT_EMBEDDING_S = 5.0
 
 def multilabel_problem(mc: Any, seed: int = 0) -> Any:
     """Yeast, two chain teachers with half their labels shared (the multi-label suite's Table 7 setting)."""
-    import torch
-
-    import amalgamator as am
-
     from . import multilabel as ML
     from .speed import Problem
-    from .yeast import teacher_data_split, teacher_label_sets, yeast_splits
 
     b = ML.budget(False)
-    sp = yeast_splits(seed)
-    names = list(sp["labels"])
-    x_tr, y_tr = sp["x_train"], sp["y_train"].astype(np.float32)
-    order = np.random.default_rng(seed).permutation(len(x_tr))
-    pool, teach = np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2 :])
-    sets = teacher_label_sets(len(names), 2, 0.5, seed)
-    teachers = []
-    for k, (labels, rows) in enumerate(zip(sets, teacher_data_split(len(teach), 2, seed), strict=True)):
-        rows = teach[rows]
-        xt, yt = torch.as_tensor(x_tr[rows]), torch.as_tensor(y_tr[rows][:, labels])
-        net = ML.fit_chain(ML._chain(x_tr.shape[1], len(labels), 1000 * seed + k), xt, yt, b.teacher_steps,
-                           seed * 100 + k, b.lr, b.batch_size)  # fmt: skip
-        teachers.append(am.Teacher(net, [names[j] for j in labels], name=f"T{k + 1}", kind="chain", features="body"))
-    setup = {"pool": len(pool), "teacher_rows": len(teach), "bank": False,
+    job = ML.split_and_teachers(next(s for s in ML.SETTINGS if s.key == "2t-50"), seed, b)
+    x_pool = job["splits"]["x_train"][job["pool"]]
+    setup = {"pool": len(x_pool), "teacher_rows": len(job["teach"]), "bank": False,
              "teacher_note": f"trained here as the multi-label suite trains them ({b.teacher_steps} steps)",
              "teachers": ["chain (128-unit body, 64-unit LSTM cell)"] * 2,
              "student": "mlp {'hidden': [128]}"}  # fmt: skip
-    return Problem("Yeast, 2 chain teachers, half their labels shared (multi-label)", teachers, x_tr[pool],
-                   (x_tr[pool][:0], np.zeros(0)), "mlp", {"hidden": [128]}, b.lr, setup)  # fmt: skip
+    return Problem("Yeast, 2 chain teachers, half their labels shared (multi-label)", job["teachers"], x_pool,
+                   (x_pool[:0], np.zeros(0)), "mlp", {"hidden": [128]}, b.lr, setup)  # fmt: skip
 
 
 def multitask_problem(mc: Any, seed: int = 0) -> Any:

@@ -90,8 +90,8 @@ def to_positions(x: torch.Tensor) -> torch.Tensor:
 
 
 def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Squared distances, in float64: the σ = 1e-3 kernel is exp(−5·10⁵ d²), so float32 rounding
-    (d² ≈ 1e-7 between identical rows) would turn into loss; float64 keeps identical rows 0 apart."""
+    """Squared distances. :func:`mmd` passes float64: the σ = 1e-3 kernel is exp(−5·10⁵ d²), so float32
+    rounding (d² ≈ 1e-7 between identical rows) would turn into loss; float64 keeps identical rows 0 apart."""
     return ((a * a).sum(1, keepdim=True) + (b * b).sum(1) - 2 * a @ b.T).clamp_min(0)
 
 

@@ -46,8 +46,8 @@ from ..errors import MethodError
 from ..statistics import INPUT, gaussian_log_density, input_matrix
 from ..store import LOGITS, feature_piece
 from ..teachers import Teacher
-from .base import Context, Count, Flag, Method, Positive, Range, StudentOutput, register, soft_cross_entropy
-from .calibrated import calibrate, softmax
+from .base import Context, Count, Flag, Method, Positive, Range, StudentOutput, register, soft_cross_entropy, softmax
+from .calibrated import calibrate
 
 
 def teacher_space(ctx: Context, i: int) -> torch.Tensor:
